@@ -1,0 +1,84 @@
+"""One exception root for everything a user of this library can see fail.
+
+Transport and HTTP failures are translated once, at the client boundary, with
+``raise ... from`` so the original exception stays attached as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConversionError",
+    "InvalidInput",
+    "MalformedResponseError",
+    "Qwen3RerankError",
+    "RerankConnectionError",
+    "RerankHTTPError",
+    "RerankTimeoutError",
+    "ServerStartError",
+]
+
+
+class Qwen3RerankError(Exception):
+    """Root of every error raised by qwen3-vllm-rerank."""
+
+
+class RerankConnectionError(Qwen3RerankError, ConnectionError):
+    """The vLLM server could not be reached."""
+
+    def __init__(self, url: str, detail: str = "") -> None:
+        self.url = url
+        message = (
+            f"cannot connect to the vLLM server at {url}"
+            + (f" ({detail})" if detail else "")
+            + ". Is it running? Start one with `qwen3-vllm-rerank serve MODEL` or check base_url."
+        )
+        super().__init__(message)
+
+
+class RerankTimeoutError(Qwen3RerankError, TimeoutError):
+    """The vLLM server did not answer in time."""
+
+    def __init__(self, url: str, timeout: float | None) -> None:
+        self.url = url
+        self.timeout = timeout
+        super().__init__(
+            f"the vLLM server at {url} did not answer within {timeout} s; "
+            "raise `timeout` or lower `batch_size`"
+        )
+
+
+class RerankHTTPError(Qwen3RerankError):
+    """The vLLM server answered with an error status."""
+
+    def __init__(self, url: str, status_code: int, server_message: str) -> None:
+        self.url = url
+        self.status_code = status_code
+        self.server_message = server_message
+        hint = {
+            401: " (wrong or missing api_key)",
+            404: " (wrong base_url, or the server does not serve this model with --runner pooling)",
+        }.get(status_code, "")
+        super().__init__(f"the vLLM server at {url} answered HTTP {status_code}{hint}: {server_message}")
+
+
+class MalformedResponseError(Qwen3RerankError):
+    """The server answered 200 with a body this client cannot use."""
+
+    def __init__(self, url: str, problem: str) -> None:
+        self.url = url
+        super().__init__(
+            f"unexpected response from {url}: {problem}. "
+            "Is base_url a vLLM server serving a reranker with --runner pooling?"
+        )
+
+
+class InvalidInput(Qwen3RerankError, ValueError):
+    """The caller passed something that cannot be scored."""
+
+
+class ServerStartError(Qwen3RerankError):
+    """A local vLLM server could not be started or did not become healthy."""
+
+
+class ConversionError(Qwen3RerankError):
+    """A checkpoint could not be converted, or the converted one did not verify."""

@@ -1,0 +1,111 @@
+"""Shared fixtures: fixture checkpoints and real vLLM servers, built once per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from qwen3_vllm_rerank import VLLMServer
+from qwen3_vllm_rerank.testing import make_fixture_checkpoint
+
+from .serving import SERVING_PATHS
+
+SERVER_PYTHON_ENV = "QWEN3_VLLM_RERANK_SERVER_PYTHON"
+
+
+@dataclass
+class Served:
+    """A running server and what it serves."""
+
+    name: str
+    base_url: str
+    model: str
+    original: Path  # the CausalLM checkpoint reference scores are computed from
+    served_checkpoint: Path
+    server: VLLMServer
+
+
+class Checkpoints:
+    """Fixture checkpoints, written on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._built: dict[str, Path] = {}
+
+    def get(self, name: str) -> Path:
+        if name not in self._built:
+            options = {"tied": {"tied": True}, "untied": {"tied": False, "max_shard_size": "40MB"}}
+            self._built[name] = make_fixture_checkpoint(self.root / name, **options[name])  # type: ignore[arg-type]
+        return self._built[name]
+
+
+class ServerPool:
+    """One server per serving path, started on first use, all stopped at session end."""
+
+    def __init__(self, checkpoints: Checkpoints, workdir: Path, python: str) -> None:
+        self.checkpoints = checkpoints
+        self.workdir = workdir
+        self.python = python
+        self._running: dict[str, Served] = {}
+
+    def get(self, name: str) -> Served:
+        if name not in self._running:
+            path = SERVING_PATHS[name]
+            original = self.checkpoints.get(path.checkpoint)
+            target = path.prepare(original, self.workdir / name)
+            server = VLLMServer(
+                target,
+                python=self.python,
+                extra_args=["--dtype", "float32", *path.extra_args],
+                log_file=self.workdir / f"{name}.log",
+            ).start()
+            self._running[name] = Served(
+                name, server.base_url, server.served_model_name, original, target, server
+            )
+        return self._running[name]
+
+    def stop_all(self) -> None:
+        for served in self._running.values():
+            served.server.stop()
+        self._running.clear()
+
+
+@pytest.fixture(scope="session")
+def server_python() -> str:
+    python = os.environ.get(SERVER_PYTHON_ENV)
+    if not python:
+        raise pytest.UsageError(
+            f"${SERVER_PYTHON_ENV} is not set: run the suite with scripts/test, which builds the "
+            "vLLM virtualenv and points this variable at its python"
+        )
+    return python
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Checkpoints:
+    return Checkpoints(tmp_path_factory.mktemp("checkpoints"))
+
+
+@pytest.fixture(scope="session")
+def server_pool(
+    checkpoints: Checkpoints, tmp_path_factory: pytest.TempPathFactory, server_python: str
+) -> Iterator[ServerPool]:
+    pool = ServerPool(checkpoints, tmp_path_factory.mktemp("servers"), server_python)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture(scope="session")
+def served(server_pool: ServerPool) -> Served:
+    """The default server: the original tied checkpoint with vLLM's overrides."""
+    return server_pool.get("original")
+
+
+@pytest.fixture(scope="session", params=sorted(SERVING_PATHS))
+def serving_path(request: pytest.FixtureRequest, server_pool: ServerPool) -> Served:
+    """Every serving path in turn."""
+    return server_pool.get(request.param)

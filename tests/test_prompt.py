@@ -1,0 +1,80 @@
+"""The template is character-for-character the model card's, and splitting it is free."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tokenizers import Tokenizer
+
+from qwen3_vllm_rerank.prompt import (
+    DEFAULT_INSTRUCTION,
+    format_document,
+    format_pair,
+    format_prompt,
+    format_query,
+)
+
+from .conftest import Checkpoints
+from .pairs import FIDELITY_CASES
+
+GOLDEN_DEFAULT = (
+    "<|im_start|>system\n"
+    "Judge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n'
+    "<|im_start|>user\n"
+    "<Instruct>: Given a web search query, retrieve relevant passages that answer the query\n"
+    "<Query>: What is the capital of China?\n"
+    "<Document>: The capital of China is Beijing."
+    "<|im_end|>\n"
+    "<|im_start|>assistant\n"
+    "<think>\n\n</think>\n\n"
+)
+
+
+def test_full_prompt_is_the_model_cards_template() -> None:
+    prompt = format_prompt("What is the capital of China?", "The capital of China is Beijing.")
+    assert prompt == GOLDEN_DEFAULT
+    assert prompt.endswith("</think>\n\n")
+
+
+def test_custom_instruction_replaces_only_the_instruction() -> None:
+    prompt = format_prompt("q", "d", instruction="Find code")
+    assert "<Instruct>: Find code\n<Query>: q\n<Document>: d<|im_end|>" in prompt
+    assert DEFAULT_INSTRUCTION not in prompt
+
+
+def test_pair_splits_right_after_the_query_newline() -> None:
+    text_1, text_2 = format_pair("What is the capital of China?", "The capital of China is Beijing.")
+    assert text_1 + text_2 == GOLDEN_DEFAULT
+    assert text_1.endswith("<Query>: What is the capital of China?\n")
+    assert text_2.startswith("<Document>: The capital of China is Beijing.")
+    assert text_1 == format_query("What is the capital of China?")
+    assert text_2 == format_document("The capital of China is Beijing.")
+
+
+def test_none_instruction_means_default() -> None:
+    assert format_query("q", None) == format_query("q", DEFAULT_INSTRUCTION)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(checkpoints: Checkpoints) -> Tokenizer:
+    return Tokenizer.from_file(str(Path(checkpoints.get("tied")) / "tokenizer.json"))
+
+
+def _queries_and_documents() -> list[tuple[str, str, str | None]]:
+    items = [(c.query, d, c.instruction) for c in FIDELITY_CASES for d in c.documents]
+    # Split-point stress: queries ending in punctuation, whitespace and newlines.
+    items += [(q, "<x>", None) for q in ("why?\n", "trailing space ", "\n", "a\r", "", "!!!")]
+    return items
+
+
+def test_tokenising_halves_equals_tokenising_the_whole(tokenizer: Tokenizer) -> None:
+    for query, document, instruction in _queries_and_documents():
+        text_1, text_2 = format_pair(query, document, instruction)
+        whole = tokenizer.encode(text_1 + text_2, add_special_tokens=False).ids
+        halves = (
+            tokenizer.encode(text_1, add_special_tokens=False).ids
+            + tokenizer.encode(text_2, add_special_tokens=False).ids
+        )
+        assert whole == halves, (query, document)
