@@ -12,7 +12,7 @@ import pytest
 from qwen3_vllm_rerank import VLLMServer
 from qwen3_vllm_rerank.testing import make_fixture_checkpoint
 
-from .serving import SERVING_PATHS
+from .serving import OTHER_SERVERS, SERVING_PATHS
 
 SERVER_PYTHON_ENV = "QWEN3_VLLM_RERANK_SERVER_PYTHON"
 
@@ -54,13 +54,15 @@ class ServerPool:
 
     def get(self, name: str) -> Served:
         if name not in self._running:
-            path = SERVING_PATHS[name]
+            path = SERVING_PATHS.get(name) or OTHER_SERVERS[name]
             original = self.checkpoints.get(path.checkpoint)
             target = path.prepare(original, self.workdir / name)
             server = VLLMServer(
                 target,
                 python=self.python,
                 extra_args=["--dtype", "float32", *path.extra_args],
+                api_key=path.api_key,
+                self_check=path.self_check,
                 log_file=self.workdir / f"{name}.log",
             ).start()
             self._running[name] = Served(

@@ -1,6 +1,6 @@
 """The ways a Qwen3-Reranker checkpoint can be served, for tests that run against each.
 
-To add a serving path (say, a converted checkpoint), add a :class:`ServingPath` to
+To add a serving path, add a :class:`ServingPath` to
 ``SERVING_PATHS``; every test parametrised with ``serving_path`` then runs on it.
 """
 
@@ -19,6 +19,13 @@ def serve_as_is(original: Path, workdir: Path) -> Path:
     return original
 
 
+def convert(original: Path, workdir: Path) -> Path:
+    """Convert offline (verified) into a one-logit seq-cls checkpoint; served without overrides."""
+    from qwen3_vllm_rerank.convert import convert_checkpoint
+
+    return convert_checkpoint(original, workdir / "converted", progress=False)
+
+
 @dataclass(frozen=True)
 class ServingPath:
     """One way to serve a fixture checkpoint.
@@ -31,9 +38,38 @@ class ServingPath:
     checkpoint: Literal["tied", "untied"]
     prepare: Prepare = serve_as_is
     extra_args: tuple[str, ...] = field(default=())
+    api_key: str | None = None
+    self_check: bool = True
 
 
 SERVING_PATHS: dict[str, ServingPath] = {
     # The original CausalLM, served with vLLM's on-load overrides (VLLMServer adds them).
     "original": ServingPath("tied"),
+    # Converted offline; VLLMServer serves them with --runner pooling alone.
+    "converted-tied": ServingPath("tied", prepare=convert),
+    "converted-untied": ServingPath("untied", prepare=convert),
+}
+
+
+DATA = Path(__file__).parent / "data"
+TEST_API_KEY = "test-key-do-not-log"
+
+#: Servers for specific tests, not part of the fidelity matrix.
+OTHER_SERVERS: dict[str, ServingPath] = {
+    # vLLM applying a Qwen3 score template itself, exact and with the lost-newline mistake.
+    "server-template": ServingPath(
+        "tied", extra_args=("--chat-template", str(DATA / "qwen3_reranker.jinja"), "--max-model-len", "2048")
+    ),
+    "server-template-lost-newline": ServingPath(
+        "tied",
+        extra_args=(
+            "--chat-template",
+            str(DATA / "qwen3_reranker_lost_newline.jinja"),
+            "--max-model-len",
+            "2048",
+        ),
+        # VLLMServer's own self-check would refuse to start it (that is the point).
+        self_check=False,
+    ),
+    "api-key": ServingPath("tied", extra_args=("--max-model-len", "2048"), api_key=TEST_API_KEY),
 }

@@ -72,7 +72,8 @@ def test_score_is_in_input_order_and_batching_changes_nothing(served: Served) ->
         batched = client.score(QUERY, DOCS)
         client.close()
         assert not http.is_closed, "an injected client belongs to the caller"
-    assert counter.requests == ["/v1/models", "/v1/score", "/v1/score", "/v1/score"]
+    # Once per client: the model and its context length, then a 2-character template probe.
+    assert counter.requests == ["/v1/models", "/v1/score", "/v1/score", "/v1/score", "/v1/score"]
     assert batched == pytest.approx(whole, abs=1e-6)
     assert len(set(whole)) == len(DOCS)
 
@@ -130,7 +131,9 @@ async def test_async_sends_batches_concurrently_up_to_the_limit(served: Served) 
         await client.aclose()
         assert not http.is_closed
     assert scores == pytest.approx(expected, abs=1e-6)
-    assert len(counter.requests) == 14
+    # Once per client: /v1/models (context length) and the template probe; then 14 batches.
+    assert counter.requests[:2] == ["/v1/models", "/v1/score"]
+    assert len(counter.requests) == 2 + 14
     assert 1 < counter.max_in_flight <= 3
 
 
@@ -181,7 +184,7 @@ def test_unknown_model_is_an_http_error_with_the_servers_message(served: Served)
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda c: c.score(QUERY, "one string"), "single str"),
+        (lambda c: c.score(QUERY, "one string"), "list of str, got str"),
         (lambda c: c.score(QUERY, ["ok", None]), r"documents\[1\]"),
         (lambda c: c.score(None, ["ok"]), "query must be a str"),
         (lambda c: c.rerank(QUERY, ["ok"], top_n=0), "top_n"),

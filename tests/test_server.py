@@ -119,3 +119,53 @@ def test_stop_leaves_no_process_behind(checkpoints: Checkpoints, server_python: 
     assert process.poll() is not None
     _, alive = psutil.wait_procs(children, timeout=10)
     assert alive == []
+
+
+PARENT_SCRIPT = """
+import sys, time
+from qwen3_vllm_rerank import VLLMServer
+server = VLLMServer(sys.argv[1], python=sys.argv[2], extra_args=["--dtype", "float32"]).start()
+print(server.base_url, server.process.pid, flush=True)
+while True:
+    time.sleep(1)
+"""
+
+
+async def test_server_killed_mid_batch_and_parent_sigterm_leave_nothing_behind(
+    checkpoints: Checkpoints, server_python: str, tmp_path: Path
+) -> None:
+    """SIGTERM to the Python process that owns a VLLMServer stops vLLM too; calls then fail loudly."""
+    import asyncio
+    import signal
+    import subprocess
+    import sys
+
+    from qwen3_vllm_rerank import AsyncRerankClient, Qwen3RerankError, RerankConnectionError
+
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT_SCRIPT)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(checkpoints.get("tied")), server_python],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(parent.stdout.readline), timeout=600)
+        base_url, pid = line.split()
+        vllm = psutil.Process(int(pid))
+        family = [vllm, *vllm.children(recursive=True)]
+        async with AsyncRerankClient(base_url, batch_size=50, max_concurrency=4, max_attempts=2) as client:
+            assert len(await client.score("q", ["warm-up"])) == 1
+            batch = asyncio.create_task(client.score("q", [f"document {i}" for i in range(3000)]))
+            await asyncio.sleep(0.5)
+            parent.send_signal(signal.SIGTERM)
+            with pytest.raises(Qwen3RerankError):  # never a partial list
+                await batch
+            _, alive = psutil.wait_procs(family, timeout=60)
+            assert alive == [], "vLLM outlived its parent"
+            with pytest.raises(RerankConnectionError, match="cannot connect"):
+                await client.score("q", ["after"])
+    finally:
+        parent.kill()
+        parent.wait()

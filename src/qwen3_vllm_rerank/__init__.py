@@ -5,7 +5,9 @@
 ...     results = client.rerank("what is a closure?", ["...", "..."], top_n=3)
 """
 
-from .client import AsyncRerankClient, RerankClient
+from ._retry import RetryPolicy
+from .cache import CacheInfo
+from .client import API_KEY_ENV, BASE_URL_ENV, AsyncRerankClient, RerankClient
 from .errors import (
     InvalidInput,
     MalformedResponseError,
@@ -14,14 +16,18 @@ from .errors import (
     RerankHTTPError,
     RerankTimeoutError,
     ServerStartError,
+    TemplateMismatchError,
 )
 from .prompt import DEFAULT_INSTRUCTION, format_pair
 from .server import VLLMServer
 from .types import RerankResult
 
 __all__ = [
+    "API_KEY_ENV",
+    "BASE_URL_ENV",
     "DEFAULT_INSTRUCTION",
     "AsyncRerankClient",
+    "CacheInfo",
     "InvalidInput",
     "MalformedResponseError",
     "Qwen3RerankError",
@@ -30,7 +36,9 @@ __all__ = [
     "RerankHTTPError",
     "RerankResult",
     "RerankTimeoutError",
+    "RetryPolicy",
     "ServerStartError",
+    "TemplateMismatchError",
     "VLLMServer",
     "format_pair",
 ]

@@ -15,6 +15,7 @@ __all__ = [
     "RerankHTTPError",
     "RerankTimeoutError",
     "ServerStartError",
+    "TemplateMismatchError",
 ]
 
 
@@ -74,6 +75,10 @@ class MalformedResponseError(Qwen3RerankError):
 
 class InvalidInput(Qwen3RerankError, ValueError):
     """The caller passed something that cannot be scored."""
+
+
+class TemplateMismatchError(Qwen3RerankError):
+    """The server's prompt template and the client's would not give Qwen3-Reranker's prompt."""
 
 
 class ServerStartError(Qwen3RerankError):

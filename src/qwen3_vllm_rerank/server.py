@@ -37,7 +37,7 @@ from typing import Any, Literal, Self
 
 import httpx
 
-from .errors import ServerStartError
+from .errors import Qwen3RerankError, ServerStartError
 
 __all__ = ["CheckpointKind", "LaunchPlan", "VLLMServer", "checkpoint_kind", "plan_launch"]
 
@@ -102,6 +102,34 @@ def _flag_value(args: Sequence[str], flag: str) -> str | None:
     return None
 
 
+#: KV-cache block on the CPU backend. Its default, 128 tokens, is longer than the prompt
+#: prefix every document of one query shares (~65 tokens of template and instruction
+#: plus the query), and only whole blocks are reused, so nothing hit; the CPU backend
+#: accepts multiples of 32 only. GPUs default to 16 already.
+CPU_BLOCK_SIZE = 32
+
+
+def _has_flag(args: Sequence[str], *flags: str) -> bool:
+    """Whether ``args`` set any of ``flags`` (``--a-b``, ``--a_b`` and ``--a-b=x`` alike)."""
+    given = {arg.split("=", 1)[0].replace("_", "-") for arg in args if arg.startswith("--")}
+    return any(flag in given for flag in flags)
+
+
+def _throughput_args(*, cpu: bool, extra_args: Sequence[str]) -> list[str]:
+    """Flags that make vLLM reuse the shared query prefix, unless the user set them.
+
+    Every document of a query is scored as ``prefix + document`` with the same long
+    prefix; vLLM reuses the KV cache of whole shared blocks (last-token pooling models
+    support prefix caching and chunked prefill, see ``ModelConfig.is_prefix_caching_supported``).
+    """
+    args: list[str] = []
+    if not _has_flag(extra_args, "--enable-prefix-caching", "--no-enable-prefix-caching"):
+        args.append("--enable-prefix-caching")
+    if cpu and not _has_flag(extra_args, "--block-size"):
+        args += ["--block-size", str(CPU_BLOCK_SIZE)]
+    return args
+
+
 def plan_launch(
     config: Mapping[str, Any],
     *,
@@ -109,8 +137,13 @@ def plan_launch(
     extra_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     max_model_len: int | None = None,
+    throughput_defaults: bool = True,
 ) -> LaunchPlan:
-    """Choose vLLM's flags for ``config`` (pure: no process, no file)."""
+    """Choose vLLM's flags for ``config`` (pure: no process, no file).
+
+    ``throughput_defaults=False`` leaves prefix caching, block size and batch budget to
+    vLLM's own defaults (see :func:`_throughput_args`); flags in ``extra_args`` always win.
+    """
     kind = checkpoint_kind(config)
     user_overrides = _flag_value(extra_args, "--hf-overrides")
     if kind == "converted" and user_overrides and "is_original_qwen3_reranker" in user_overrides:
@@ -137,6 +170,8 @@ def plan_launch(
         new_env["VLLM_CPU_KVCACHE_SPACE"] = str(space)
     if not user_len:
         args += ["--max-model-len", str(chosen_len)]
+    if throughput_defaults:
+        args += _throughput_args(cpu=cpu, extra_args=extra_args)
     return LaunchPlan(kind, args, new_env, chosen_len)
 
 
@@ -344,10 +379,13 @@ class VLLMServer:
 
         query = "What is the capital of France?"
         documents = ["Paris is the capital and largest city of France.", "Bananas are rich in potassium."]
-        with RerankClient(
-            self.base_url, model=self.served_model_name, api_key=self.api_key, timeout=120.0
-        ) as client:
-            scores = client.score(query, documents)
+        try:
+            with RerankClient(
+                self.base_url, model=self.served_model_name, api_key=self.api_key, timeout=120.0
+            ) as client:
+                scores = client.score(query, documents)
+        except Qwen3RerankError as exc:
+            raise ServerStartError(f"vLLM started but failed the scoring self-check: {exc}") from exc
         if scores[0] == scores[1] or any(s == 0.5 for s in scores):
             raise ServerStartError(
                 f"the server gives degenerate scores {scores} for two different documents: "

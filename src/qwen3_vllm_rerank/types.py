@@ -12,9 +12,14 @@ class RerankResult:
     """One document's relevance to a query.
 
     ``index`` is the document's position in the list passed to ``rerank``;
-    ``score`` is p(yes) from Qwen3-Reranker, in [0, 1].
+    ``score`` is p(yes) from Qwen3-Reranker, in [0, 1]; ``document`` is the text as
+    passed. When the document did not fit the server's context, ``truncated`` says its
+    head alone was scored (policy ``"truncate"``), or ``window`` names the best-scoring
+    window (policy ``"chunk"``, counting from 0).
     """
 
     index: int
     score: float
     document: str
+    truncated: bool = False
+    window: int | None = None
