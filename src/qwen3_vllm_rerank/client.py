@@ -153,6 +153,7 @@ class _RerankCore:
         self._neutralise: Neutraliser | None = None
         self._server_max_len: int | None = None
         self._server_templates: bool | None = None
+        self._ready = False  # set only once every check of _setup_flow has passed
 
     @property
     def base_url(self) -> str:
@@ -194,7 +195,7 @@ class _RerankCore:
     # -- learning about the server, once ----------------------------------------------
 
     def _setup_flow(self) -> Flow[str]:
-        if self._neutralise is not None and self.model is not None:
+        if self._ready and self.model is not None:
             return self.model
         (response,) = yield [proto.models_call()]
         served = proto.parse_models(response)
@@ -211,6 +212,7 @@ class _RerankCore:
             self._tokens.added_tokens if self._tokens else ServerTokens.added_tokens
         )
         yield from self._template_flow(self.model)
+        self._ready = True
         logger.debug(
             "server: model %r, max_model_len %s, tokens %s, server template %s",
             self.model,
@@ -579,7 +581,7 @@ class AsyncRerankClient(_RerankCore):
 
     async def _ensure_setup(self) -> None:
         """Learn about the server once, even when many calls start together."""
-        if self._neutralise is not None and self.model is not None:
+        if self._ready:
             return
         loop = asyncio.get_running_loop()
         if self._setup_lock is None or self._setup_lock[0] is not loop:

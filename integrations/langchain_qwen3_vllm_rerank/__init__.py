@@ -1,0 +1,10 @@
+"""LangChain integration of qwen3-vllm-rerank: rerank with Qwen3-Reranker served by vLLM.
+
+>>> from langchain_qwen3_vllm_rerank import Qwen3VLLMReranker
+>>> reranker = Qwen3VLLMReranker(base_url="http://127.0.0.1:8000", top_n=3)  # doctest: +SKIP
+"""
+
+from .cross_encoder import Qwen3VLLMCrossEncoder
+from .rerank import Qwen3VLLMReranker
+
+__all__ = ["Qwen3VLLMCrossEncoder", "Qwen3VLLMReranker"]
