@@ -17,15 +17,11 @@ match picks the candidates, Qwen3-Reranker orders them.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import re
-import sys
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from pydoc_data.topics import topics
 
-from qwen3_vllm_rerank import RerankClient, VLLMServer
+from qwen3_vllm_rerank import RerankClient
+from qwen3_vllm_rerank.testing import local_reranker
 
 
 def paragraphs() -> list[tuple[str, str]]:
@@ -47,29 +43,6 @@ def keyword_candidates(query: str, corpus: list[tuple[str, str]], k: int) -> lis
     return [corpus[i] for i in best]
 
 
-@contextlib.contextmanager
-def vllm_base_url(args: argparse.Namespace) -> Iterator[str]:
-    """``--base-url`` as given, or a local vLLM server started for the example and stopped after it."""
-    if args.base_url:
-        yield args.base_url
-        return
-    with contextlib.ExitStack() as stack:
-        model = args.model
-        if model is None:
-            from qwen3_vllm_rerank.testing import make_fixture_checkpoint
-
-            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="qwen3-rerank-example-"))
-            print(
-                "no --model given: serving a tiny Qwen3-Reranker-shaped checkpoint with RANDOM weights;"
-                " its scores are meaningless, everything else is the real thing",
-                file=sys.stderr,
-            )
-            model = make_fixture_checkpoint(Path(workdir) / "fixture")
-        print(f"starting vLLM for {model} (about a minute on CPU) ...", file=sys.stderr)
-        server = stack.enter_context(VLLMServer(model, python=args.server_python))
-        yield server.base_url
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -83,7 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     candidates = keyword_candidates(args.query, paragraphs(), args.candidates)
-    with vllm_base_url(args) as base_url, RerankClient(base_url) as client:
+    with (
+        local_reranker(args.model, base_url=args.base_url, python=args.server_python) as base_url,
+        RerankClient(base_url) as client,
+    ):
         results = client.rerank(args.query, [text for _, text in candidates], top_n=args.top_n)
 
     print(f"query: {args.query}")

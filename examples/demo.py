@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 import textwrap
-from pathlib import Path
 from pydoc_data.topics import topics
 
-from qwen3_vllm_rerank import RerankClient, VLLMServer
+from qwen3_vllm_rerank import RerankClient
+from qwen3_vllm_rerank.testing import local_reranker
 
 QUERY = "How do I handle an exception raised inside a block of code?"
 TOPICS = ["try", "exceptions", "for", "while", "with", "lambda", "import", "assert", "class", "raise"]
@@ -52,20 +51,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     documents = paragraphs()
 
-    if args.base_url:
-        show(args.base_url, documents)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        model = args.model
-        if model is None:
-            from qwen3_vllm_rerank.testing import make_fixture_checkpoint
-
-            print("Building a tiny random-weight Qwen3-Reranker-shaped checkpoint (real Qwen3 tokenizer) ...")
-            model = str(make_fixture_checkpoint(Path(tmp) / "fixture"))
-        print("Starting vLLM (about a minute on a CPU) ...")
-        with VLLMServer(model, python=args.python) as server:
-            show(server.base_url, documents)
-    if args.model is None:
+    with local_reranker(args.model, base_url=args.base_url, python=args.python) as base_url:
+        show(base_url, documents)
+    if args.model is None and args.base_url is None:
         print(
             "\nNOTE: these weights are random, so this ranking means nothing; the prompt, tokenizer and\n"
             "scoring path are the real ones. For real rankings run:\n"

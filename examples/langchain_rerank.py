@@ -21,12 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import re
-import sys
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from pydoc_data.topics import topics
 
 from langchain_classic.retrievers import ContextualCompressionRetriever
@@ -38,7 +33,7 @@ from pydantic import PrivateAttr
 from rank_bm25 import BM25Okapi
 
 from langchain_qwen3_vllm_rerank import Qwen3VLLMReranker
-from qwen3_vllm_rerank import VLLMServer
+from qwen3_vllm_rerank.testing import local_reranker
 
 
 def paragraphs() -> list[Document]:
@@ -77,29 +72,6 @@ def format_docs(documents: list[Document]) -> str:
     return "\n\n".join(f"[{d.metadata['topic']}] {d.page_content}" for d in documents)
 
 
-@contextlib.contextmanager
-def vllm_base_url(args: argparse.Namespace) -> Iterator[str]:
-    """``--base-url`` as given, or a local vLLM server started for the example and stopped after it."""
-    if args.base_url:
-        yield args.base_url
-        return
-    with contextlib.ExitStack() as stack:
-        model = args.model
-        if model is None:
-            from qwen3_vllm_rerank.testing import make_fixture_checkpoint
-
-            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="qwen3-rerank-example-"))
-            print(
-                "no --model given: serving a tiny Qwen3-Reranker-shaped checkpoint with RANDOM weights;"
-                " its scores are meaningless, everything else is the real thing",
-                file=sys.stderr,
-            )
-            model = make_fixture_checkpoint(Path(workdir) / "fixture")
-        print(f"starting vLLM for {model} (about a minute on CPU) ...", file=sys.stderr)
-        server = stack.enter_context(VLLMServer(model, python=args.server_python))
-        yield server.base_url
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -113,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     bm25 = BM25Retriever(documents=paragraphs(), k=args.candidates)
-    with vllm_base_url(args) as base_url:
+    with local_reranker(args.model, base_url=args.base_url, python=args.server_python) as base_url:
         reranker = Qwen3VLLMReranker(base_url=base_url, top_n=args.top_n)
         retriever = ContextualCompressionRetriever(base_compressor=reranker, base_retriever=bm25)
         documents = retriever.invoke(args.query)

@@ -22,12 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import re
-import sys
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from pydoc_data.topics import topics
 
 from llama_index.core.llms import MockLLM
@@ -36,7 +31,7 @@ from llama_index.core.schema import TextNode
 from llama_index.retrievers.bm25 import BM25Retriever
 
 from llama_index.postprocessor.qwen3_vllm_rerank import Qwen3VLLMReranker
-from qwen3_vllm_rerank import VLLMServer
+from qwen3_vllm_rerank.testing import local_reranker
 
 
 def paragraphs() -> list[TextNode]:
@@ -48,29 +43,6 @@ def paragraphs() -> list[TextNode]:
             if 200 <= len(text) <= 1000:
                 found.append(TextNode(text=text, id_=f"{topic}-{i}", metadata={"topic": topic}))
     return found
-
-
-@contextlib.contextmanager
-def vllm_base_url(args: argparse.Namespace) -> Iterator[str]:
-    """``--base-url`` as given, or a local vLLM server started for the example and stopped after it."""
-    if args.base_url:
-        yield args.base_url
-        return
-    with contextlib.ExitStack() as stack:
-        model = args.model
-        if model is None:
-            from qwen3_vllm_rerank.testing import make_fixture_checkpoint
-
-            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="qwen3-rerank-example-"))
-            print(
-                "no --model given: serving a tiny Qwen3-Reranker-shaped checkpoint with RANDOM weights;"
-                " its scores are meaningless, everything else is the real thing",
-                file=sys.stderr,
-            )
-            model = make_fixture_checkpoint(Path(workdir) / "fixture")
-        print(f"starting vLLM for {model} (about a minute on CPU) ...", file=sys.stderr)
-        server = stack.enter_context(VLLMServer(model, python=args.server_python))
-        yield server.base_url
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     retriever = BM25Retriever.from_defaults(nodes=paragraphs(), similarity_top_k=args.candidates)
-    with vllm_base_url(args) as base_url:
+    with local_reranker(args.model, base_url=args.base_url, python=args.server_python) as base_url:
         reranker = Qwen3VLLMReranker(base_url=base_url, top_n=args.top_n)
         engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM(), node_postprocessors=[reranker])
         response = engine.query(args.query)

@@ -43,3 +43,19 @@ def test_example_runs_against_a_server(served: Served, script: str, extra_line: 
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert extra_line in result.stdout
     assert "RANDOM weights" not in result.stderr, "with --base-url no server is started"
+
+
+def test_demo_prints_a_ranked_table(served: Served) -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "demo.py"), "--base-url", served.base_url],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if re.match(r"^\s+\d+\s+\d\.\d{4}\s", line)]
+    assert [int(row[0]) for row in rows] == list(range(1, 11))
+    scores = [float(row[1]) for row in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert "NOTE: these weights are random" not in result.stdout  # a user's server: no claim about it
