@@ -44,16 +44,33 @@ class Checkpoints:
 
 
 class ServerPool:
-    """One server per serving path, started on first use, all stopped at session end."""
+    """One server per serving path, started on first use, all stopped at session end.
 
-    def __init__(self, checkpoints: Checkpoints, workdir: Path, python: str) -> None:
+    A vLLM CPU server holds 2-3 GB; to stay well inside the machine's memory at most
+    ``max_running`` run at once: the default "original" one stays, and the least
+    recently used of the others is stopped to make room (tests are grouped by server,
+    so a stopped one is rarely needed again; it would simply be restarted).
+    """
+
+    PINNED = "original"
+
+    def __init__(self, checkpoints: Checkpoints, workdir: Path, python: str, max_running: int = 3) -> None:
         self.checkpoints = checkpoints
         self.workdir = workdir
         self.python = python
+        self.max_running = max_running
         self._running: dict[str, Served] = {}
 
+    def _make_room(self) -> None:
+        while len(self._running) >= self.max_running:
+            victim = next(name for name in self._running if name != self.PINNED)
+            self._running.pop(victim).server.stop()
+
     def get(self, name: str) -> Served:
-        if name not in self._running:
+        if name in self._running:
+            self._running[name] = self._running.pop(name)  # most recently used last
+        else:
+            self._make_room()
             path = SERVING_PATHS.get(name) or OTHER_SERVERS[name]
             original = self.checkpoints.get(path.checkpoint)
             target = path.prepare(original, self.workdir / name)

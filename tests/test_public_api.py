@@ -24,8 +24,10 @@ EXPECTED = {
     "ServerStartError",
     "TemplateMismatchError",
     "VLLMServer",
+    "VerificationResult",
     "convert_checkpoint",
     "format_pair",
+    "verify_conversion",
 }
 
 

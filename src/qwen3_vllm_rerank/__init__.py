@@ -8,7 +8,9 @@
 from ._retry import RetryPolicy
 from .cache import CacheInfo
 from .client import API_KEY_ENV, BASE_URL_ENV, AsyncRerankClient, RerankClient
+from .convert import VerificationResult, convert_checkpoint, verify_conversion
 from .errors import (
+    ConversionError,
     InvalidInput,
     MalformedResponseError,
     Qwen3RerankError,
@@ -28,6 +30,7 @@ __all__ = [
     "DEFAULT_INSTRUCTION",
     "AsyncRerankClient",
     "CacheInfo",
+    "ConversionError",
     "InvalidInput",
     "MalformedResponseError",
     "Qwen3RerankError",
@@ -40,7 +43,10 @@ __all__ = [
     "ServerStartError",
     "TemplateMismatchError",
     "VLLMServer",
+    "VerificationResult",
+    "convert_checkpoint",
     "format_pair",
+    "verify_conversion",
 ]
 
 __version__ = "0.1.0"

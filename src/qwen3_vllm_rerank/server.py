@@ -102,10 +102,10 @@ def _flag_value(args: Sequence[str], flag: str) -> str | None:
     return None
 
 
-#: KV-cache block on the CPU backend. Its default, 128 tokens, is longer than the prompt
-#: prefix every document of one query shares (~65 tokens of template and instruction
-#: plus the query), and only whole blocks are reused, so nothing hit; the CPU backend
-#: accepts multiples of 32 only. GPUs default to 16 already.
+#: KV-cache block on the CPU backend. vLLM reuses (prefix-caches) only whole blocks, and
+#: its CPU default, 128 tokens, is longer than the prompt prefix every document of one
+#: query shares (~65 tokens of template and instruction plus the query), so nothing was
+#: reused; the CPU backend accepts multiples of 32 only. GPUs default to 16 tokens.
 CPU_BLOCK_SIZE = 32
 
 
@@ -118,16 +118,17 @@ def _has_flag(args: Sequence[str], *flags: str) -> bool:
 def _throughput_args(*, cpu: bool, extra_args: Sequence[str]) -> list[str]:
     """Flags that make vLLM reuse the shared query prefix, unless the user set them.
 
-    Every document of a query is scored as ``prefix + document`` with the same long
-    prefix; vLLM reuses the KV cache of whole shared blocks (last-token pooling models
-    support prefix caching and chunked prefill, see ``ModelConfig.is_prefix_caching_supported``).
+    Every document of a query is scored as ``prefix + document`` with the same prefix.
+    vLLM turns prefix caching on by default for last-token pooling models such as this
+    one (``ModelConfig.is_prefix_caching_supported``), so only the CPU block size needs
+    changing. Measured on 2 CPU cores (benchmarks/prefix_cache.py): 1.7x docs/s for 100
+    short documents with the default instruction (prefix hit rate 52% instead of 0%).
+    vLLM's batch budget (``--max-num-batched-tokens``/``--max-num-seqs``) is left alone:
+    no measurement showed a gain.
     """
-    args: list[str] = []
-    if not _has_flag(extra_args, "--enable-prefix-caching", "--no-enable-prefix-caching"):
-        args.append("--enable-prefix-caching")
-    if cpu and not _has_flag(extra_args, "--block-size"):
-        args += ["--block-size", str(CPU_BLOCK_SIZE)]
-    return args
+    if not cpu or _has_flag(extra_args, "--block-size", "--no-enable-prefix-caching"):
+        return []
+    return ["--block-size", str(CPU_BLOCK_SIZE)]
 
 
 def plan_launch(
@@ -141,8 +142,8 @@ def plan_launch(
 ) -> LaunchPlan:
     """Choose vLLM's flags for ``config`` (pure: no process, no file).
 
-    ``throughput_defaults=False`` leaves prefix caching, block size and batch budget to
-    vLLM's own defaults (see :func:`_throughput_args`); flags in ``extra_args`` always win.
+    ``throughput_defaults=False`` leaves the KV-cache block size to vLLM's own default
+    (see :func:`_throughput_args`); flags in ``extra_args`` always win.
     """
     kind = checkpoint_kind(config)
     user_overrides = _flag_value(extra_args, "--hf-overrides")
@@ -342,7 +343,7 @@ class VLLMServer:
         try:
             self._wait_healthy()
             if self.self_check:
-                self._check_scores()
+                self.check_scores()
         except BaseException:
             self.stop()
             raise
@@ -373,8 +374,9 @@ class VLLMServer:
                     )
                 time.sleep(0.5)
 
-    def _check_scores(self) -> None:
-        """Score two known pairs; equal or exactly-0.5 scores mean a broken head."""
+    def check_scores(self) -> None:
+        """Score two known pairs on the running server; raise :class:`ServerStartError` if the
+        scores are degenerate (equal, or exactly 0.5: a broken classifier head) or scoring fails."""
         from .client import RerankClient
 
         query = "What is the capital of France?"
