@@ -256,7 +256,7 @@ def test_serve_prints_how_to_use_it_streams_the_log_and_stops_on_ctrl_c(
         children = _vllm_children(process.pid)
         assert any("vllm.entrypoints" in " ".join(c.cmdline()) for c in children)
         process.send_signal(signal.SIGINT)
-        assert process.wait(120) == 0
+        assert process.wait(300) == 0  # generous: a loaded 2-core machine stops vLLM slowly
         assert "SIGINT received, stopping vLLM" in stderr.read_text()
         _, alive = psutil.wait_procs(children, timeout=30)
         assert alive == [], "no vLLM process outlives the CLI"
@@ -280,7 +280,7 @@ def test_serve_stops_cleanly_on_sigterm_during_startup(
         time.sleep(3)  # vLLM is busy importing / starting its engine
         children = _vllm_children(process.pid)
         process.send_signal(signal.SIGTERM)
-        assert process.wait(120) == 0
+        assert process.wait(300) == 0  # generous: a loaded 2-core machine stops vLLM slowly
         assert "SIGTERM received, stopping vLLM" in stderr.read_text()
         _, alive = psutil.wait_procs(children, timeout=30)
         assert alive == []

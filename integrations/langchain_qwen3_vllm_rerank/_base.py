@@ -8,24 +8,19 @@ reuse it for every later call.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from typing import Any, Self
+from typing import Self
 
 import httpx
 from langchain_core.utils import from_env, secret_from_env
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
-from qwen3_vllm_rerank import API_KEY_ENV, BASE_URL_ENV, AsyncRerankClient, RerankClient
-from qwen3_vllm_rerank._adapters import LongDocuments, Template
+from qwen3_vllm_rerank import API_KEY_ENV, BASE_URL_ENV, RerankClient
+from qwen3_vllm_rerank._adapters import CoreClients, CoreClientsMixin, LongDocuments, Template
 
 __all__ = ["Qwen3VLLMClientSettings"]
 
-# Guards the lazy creation of sync clients (creation is rare and cheap; one lock is enough).
-_CREATE_LOCK = threading.Lock()
 
-
-class Qwen3VLLMClientSettings(BaseModel):
+class Qwen3VLLMClientSettings(CoreClientsMixin, BaseModel):
     """Where the vLLM server is and how to talk to it; base of the LangChain components.
 
     The connection fields cannot be reassigned once the object exists (the client built
@@ -57,7 +52,7 @@ class Qwen3VLLMClientSettings(BaseModel):
     timeout: float = Field(default=60.0, gt=0, frozen=True)
     """Seconds allowed for each HTTP request."""
 
-    batch_size: int = Field(default=64, gt=0, frozen=True)
+    batch_size: int = Field(default=128, gt=0, frozen=True)
     """Documents sent per request; a larger call is split into several requests."""
 
     max_concurrency: int = Field(default=8, gt=0, frozen=True)
@@ -105,67 +100,15 @@ class Qwen3VLLMClientSettings(BaseModel):
     """An ``httpx.AsyncClient`` for the async path. The caller keeps ownership and
     closes it."""
 
-    _client: RerankClient | None = PrivateAttr(default=None)
-    _async_client: tuple[asyncio.AbstractEventLoop, AsyncRerankClient] | None = PrivateAttr(default=None)
+    _clients: CoreClients | None = PrivateAttr(default=None)
 
-    def _client_kwargs(self) -> dict[str, Any]:
-        return {
-            "base_url": self.base_url,
-            "model": self.model,
-            "instruction": self.instruction,
-            "api_key": self.api_key.get_secret_value() if self.api_key is not None else None,
-            "timeout": self.timeout,
-            "batch_size": self.batch_size,
-            "max_concurrency": self.max_concurrency,
-            "max_length": self.max_length,
-            "long_documents": self.long_documents,
-            "tokenizer": self.tokenizer,
-            "template": self.template,
-            "max_attempts": self.max_attempts,
-            "retry_deadline": self.retry_deadline,
-            "cache_size": self.cache_size,
-        }
-
-    def _get_client(self) -> RerankClient:
-        """The sync client, created on first use and reused."""
-        client = self._client
-        if client is None:
-            with _CREATE_LOCK:
-                if self._client is None:
-                    self._client = RerankClient(**self._client_kwargs(), http_client=self.http_client)
-                client = self._client
-        return client
-
-    def _get_async_client(self) -> AsyncRerankClient:
-        """The async client for the running event loop, created on first use and reused.
-
-        An ``httpx.AsyncClient``'s connections belong to the loop that opened them, so a
-        new loop (a second ``asyncio.run``) gets a new client instead of dead connections.
-        """
-        loop = asyncio.get_running_loop()
-        cached = self._async_client
-        if cached is not None and cached[0] is loop:
-            return cached[1]
-        client = AsyncRerankClient(**self._client_kwargs(), http_client=self.http_async_client)
-        self._async_client = (loop, client)
-        return client
-
-    def close(self) -> None:
-        """Close the sync client's connections (if one was created). Later calls reconnect."""
-        with _CREATE_LOCK:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    async def aclose(self) -> None:
-        """Close the async client's connections (if one was created). Later calls reconnect."""
-        cached, self._async_client = self._async_client, None
-        if cached is not None and cached[0] is asyncio.get_running_loop():
-            await cached[1].aclose()
+    @property
+    def _client(self) -> RerankClient | None:
+        """The sync client if one was created, else ``None`` (creates nothing)."""
+        return self._clients.existing_sync if self._clients is not None else None
 
     def __copy__(self) -> Self:
         # A copy (``model_copy``, possibly with new settings) builds its own clients.
         copied = super().__copy__()
-        copied._client = None
-        copied._async_client = None
+        copied._clients = None
         return copied

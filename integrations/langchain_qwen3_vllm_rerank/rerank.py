@@ -13,12 +13,13 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import Field
 
-from qwen3_vllm_rerank import InvalidInput, Qwen3RerankError, RerankResult
+from qwen3_vllm_rerank import InvalidInput, RerankResult
 from qwen3_vllm_rerank._adapters import (
     RERANK_ERROR_KEY,
     OnError,
     Passthrough,
-    passthrough_or_raise,
+    attempt,
+    kept_results,
     result_metadata,
 )
 
@@ -99,12 +100,7 @@ class Qwen3VLLMReranker(BaseDocumentCompressor, Qwen3VLLMClientSettings):
         statement then ends normally).
         """
         call = _Call(_texts(documents))
-        outcome: list[RerankResult] | Passthrough
-        try:
-            yield call
-            outcome = call.results
-        except Qwen3RerankError as error:
-            outcome = passthrough_or_raise(error, self.on_error, count=len(call.texts), logger=logger)
+        outcome = yield from attempt(call, self.on_error, logger=logger)
         call.returned = self._select(documents, outcome)
 
     def _select(
@@ -113,9 +109,7 @@ class Qwen3VLLMReranker(BaseDocumentCompressor, Qwen3VLLMClientSettings):
         if isinstance(outcome, Passthrough):
             kept_in_order = documents[: self.top_n] if self.top_n is not None else documents
             return [_with_metadata(doc, {RERANK_ERROR_KEY: outcome.marker}) for doc in kept_in_order]
-        kept = [r for r in outcome if self.score_threshold is None or r.score >= self.score_threshold]
-        if self.top_n is not None:
-            kept = kept[: self.top_n]
+        kept = kept_results(outcome, top_n=self.top_n, score_threshold=self.score_threshold)
         return [
             _with_metadata(documents[r.index], {RELEVANCE_SCORE_KEY: r.score, **result_metadata(r)})
             for r in kept

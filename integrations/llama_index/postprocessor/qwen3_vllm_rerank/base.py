@@ -15,11 +15,9 @@ any event.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import logging
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,19 +34,19 @@ from llama_index_instrumentation import get_dispatcher
 from qwen3_vllm_rerank import (
     API_KEY_ENV,
     BASE_URL_ENV,
-    AsyncRerankClient,
     InvalidInput,
-    Qwen3RerankError,
-    RerankClient,
     RerankResult,
 )
 from qwen3_vllm_rerank._adapters import (
     RERANK_ERROR_KEY,
+    CoreClients,
+    CoreClientsMixin,
     LongDocuments,
     OnError,
     Passthrough,
     Template,
-    passthrough_or_raise,
+    attempt,
+    kept_results,
     result_metadata,
 )
 
@@ -61,9 +59,6 @@ logger = logging.getLogger(__name__)
 FALLBACK_MODEL_NAME = "Qwen3-Reranker"
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 
-# Guards the lazy creation of sync clients (creation is rare and cheap; one lock is enough).
-_CREATE_LOCK = threading.Lock()
-
 
 def _api_key_from_env() -> SecretStr | None:
     value = os.environ.get(API_KEY_ENV)
@@ -74,7 +69,7 @@ def _base_url_from_env() -> str | list[str] | None:
     return os.environ.get(BASE_URL_ENV) or None
 
 
-class Qwen3VLLMReranker(BaseNodePostprocessor):
+class Qwen3VLLMReranker(CoreClientsMixin, BaseNodePostprocessor):
     """Rerank nodes with Qwen3-Reranker served by vLLM.
 
     Returns new ``NodeWithScore`` objects whose ``score`` is the relevance (p(yes), in
@@ -150,7 +145,7 @@ class Qwen3VLLMReranker(BaseNodePostprocessor):
     timeout: float = Field(
         default=60.0, gt=0, frozen=True, description="Seconds allowed for each HTTP request."
     )
-    batch_size: int = Field(default=64, gt=0, frozen=True, description="Documents sent per request.")
+    batch_size: int = Field(default=128, gt=0, frozen=True, description="Documents sent per request.")
     max_concurrency: int = Field(
         default=8,
         gt=0,
@@ -220,8 +215,7 @@ class Qwen3VLLMReranker(BaseNodePostprocessor):
         description="An httpx.AsyncClient for the async path; the caller keeps ownership and closes it.",
     )
 
-    _client: RerankClient | None = PrivateAttr(default=None)
-    _async_client: tuple[asyncio.AbstractEventLoop, AsyncRerankClient] | None = PrivateAttr(default=None)
+    _clients: CoreClients | None = PrivateAttr(default=None)
 
     @classmethod
     def class_name(cls) -> str:
@@ -264,12 +258,7 @@ class Qwen3VLLMReranker(BaseNodePostprocessor):
         with self.callback_manager.event(
             CBEventType.RERANKING, payload=self._payload(nodes, call.query)
         ) as event:
-            outcome: list[RerankResult] | Passthrough
-            try:
-                yield call
-                outcome = call.results
-            except Qwen3RerankError as error:
-                outcome = passthrough_or_raise(error, self.on_error, count=len(call.texts), logger=logger)
+            outcome = yield from attempt(call, self.on_error, logger=logger)
             call.returned = self._select(nodes, outcome)
             event.on_end(payload={EventPayload.NODES: call.returned})
         dispatcher.event(ReRankEndEvent(nodes=call.returned))
@@ -299,9 +288,7 @@ class Qwen3VLLMReranker(BaseNodePostprocessor):
         if isinstance(outcome, Passthrough):
             in_order = nodes[: self.top_n] if self.top_n is not None else nodes
             return [self._rescored(n, n.score, {RERANK_ERROR_KEY: outcome.marker}) for n in in_order]
-        kept = [r for r in outcome if self.score_threshold is None or r.score >= self.score_threshold]
-        if self.top_n is not None:
-            kept = kept[: self.top_n]
+        kept = kept_results(outcome, top_n=self.top_n, score_threshold=self.score_threshold)
         return [self._rescored(nodes[r.index], r.score, result_metadata(r)) for r in kept]
 
     def _rescored(
@@ -326,10 +313,8 @@ class Qwen3VLLMReranker(BaseNodePostprocessor):
     def _model_name(self) -> str:
         if self.model:
             return self.model
-        for client in (self._client, self._async_client[1] if self._async_client else None):
-            if client is not None and client.model:
-                return client.model
-        return FALLBACK_MODEL_NAME
+        discovered = self._clients.model if self._clients is not None else None
+        return discovered or FALLBACK_MODEL_NAME
 
     def _start_event(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> ReRankStartEvent:
         return ReRankStartEvent(
@@ -347,68 +332,12 @@ class Qwen3VLLMReranker(BaseNodePostprocessor):
             EventPayload.TOP_K: self.top_n,
         }
 
-    # -- the clients -------------------------------------------------------------------
-
-    def _client_kwargs(self) -> dict[str, Any]:
-        return {
-            "base_url": self.base_url,
-            "model": self.model,
-            "instruction": self.instruction,
-            "api_key": self.api_key.get_secret_value() if self.api_key is not None else None,
-            "timeout": self.timeout,
-            "batch_size": self.batch_size,
-            "max_concurrency": self.max_concurrency,
-            "max_length": self.max_length,
-            "long_documents": self.long_documents,
-            "tokenizer": self.tokenizer,
-            "template": self.template,
-            "max_attempts": self.max_attempts,
-            "retry_deadline": self.retry_deadline,
-            "cache_size": self.cache_size,
-        }
-
-    def _get_client(self) -> RerankClient:
-        """The sync client, created on first use and reused."""
-        client = self._client
-        if client is None:
-            with _CREATE_LOCK:
-                if self._client is None:
-                    self._client = RerankClient(**self._client_kwargs(), http_client=self.http_client)
-                client = self._client
-        return client
-
-    def _get_async_client(self) -> AsyncRerankClient:
-        """The async client for the running event loop, created on first use and reused.
-
-        An ``httpx.AsyncClient``'s connections belong to the loop that opened them, so a
-        new loop (a second ``asyncio.run``) gets a new client instead of dead connections.
-        """
-        loop = asyncio.get_running_loop()
-        cached = self._async_client
-        if cached is not None and cached[0] is loop:
-            return cached[1]
-        client = AsyncRerankClient(**self._client_kwargs(), http_client=self.http_async_client)
-        self._async_client = (loop, client)
-        return client
-
-    def close(self) -> None:
-        """Close the sync client's connections (if one was created). Later calls reconnect."""
-        with _CREATE_LOCK:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    async def aclose(self) -> None:
-        """Close the async client's connections (if one was created). Later calls reconnect."""
-        cached, self._async_client = self._async_client, None
-        if cached is not None and cached[0] is asyncio.get_running_loop():
-            await cached[1].aclose()
+    # -- the clients (``close``, ``aclose`` and the getters: CoreClientsMixin) -----------
 
     def __copy__(self) -> Self:
         # A copy (``model_copy``, possibly with new settings) builds its own clients.
         copied = super().__copy__()
-        copied._client = None
-        copied._async_client = None
+        copied._clients = None
         return copied
 
 
