@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .tokens import QWEN3_ADDED_TOKENS
+
 __all__ = [
     "QWEN3_0_6B_SHAPE",
     "QWEN3_ADDED_TOKENS",
@@ -37,16 +39,7 @@ _QWEN_PATTERN = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-#: Qwen3's added tokens, ids 151643..151668, in order; the first 14 are special.
-QWEN3_ADDED_TOKENS: tuple[str, ...] = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
-    "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>",
-    "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
-    "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
-    "<think>", "</think>",
-)  # fmt: skip
+# QWEN3_ADDED_TOKENS (ids 151643..151668, in order): the first 14 are special.
 _N_SPECIAL = 14
 _FIRST_ADDED_ID = 151643
 _VOCAB_SIZE = 151669
