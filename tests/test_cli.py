@@ -222,8 +222,17 @@ def _serve(model: Path, server_python: str, tmp_path: Path) -> tuple[subprocess.
     command = [CLI, "serve", str(model), "--port", "0", "--python", server_python]
     command += ["--log-file", str(tmp_path / "vllm.log"), "--", "--dtype", "float32"]
     with stderr.open("w") as err:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=_as_if_from_a_terminal
+        )
     return process, stderr
+
+
+def _as_if_from_a_terminal() -> None:
+    """Ctrl-C reaches a command typed at a terminal. A suite started as a background job
+    (``cmd &``, as CI may run it) inherits SIGINT ignored, and ``serve`` rightly keeps
+    ignored signals ignored, so give the child the terminal's default back."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_serve_prints_how_to_use_it_streams_the_log_and_stops_on_ctrl_c(
