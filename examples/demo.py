@@ -49,6 +49,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise here
     documents = paragraphs()
 
     with local_reranker(args.model, base_url=args.base_url, python=args.python) as base_url:
