@@ -42,6 +42,3 @@ class Neutraliser:
         while self._pattern.search(text):
             text = self._pattern.sub(lambda m: m.group(0)[0] + BREAK + m.group(0)[1:], text)
         return text
-
-    def changes(self, text: str) -> bool:
-        return self._pattern is not None and self._pattern.search(text) is not None
