@@ -26,6 +26,14 @@ def convert(original: Path, workdir: Path) -> Path:
     return convert_checkpoint(original, workdir / "converted", progress=False)
 
 
+def vl_fixture(original: Path, workdir: Path) -> Path:
+    """A tiny Qwen3-VL reranker (``original``, a text fixture, is not used): VLLMServer serves it with
+    the VL overrides and the official image limits. Its reference is ``served_checkpoint`` itself."""
+    from qwen3_vllm_rerank.testing import make_vl_fixture_checkpoint
+
+    return make_vl_fixture_checkpoint(workdir / "vl")
+
+
 @dataclass(frozen=True)
 class ServingPath:
     """One way to serve a fixture checkpoint.
@@ -72,4 +80,7 @@ OTHER_SERVERS: dict[str, ServingPath] = {
         self_check=False,
     ),
     "api-key": ServingPath("tied", extra_args=("--max-model-len", "2048"), api_key=TEST_API_KEY),
+    # The one Qwen3-VL reranker server of a session (~3.5 min and ~6 GB to start here): VLLMServer's
+    # tests and the VL client tests share it.
+    "vl": ServingPath("tied", prepare=vl_fixture),
 }

@@ -13,7 +13,8 @@ from qwen3_vllm_rerank.budget import fit_documents
 from qwen3_vllm_rerank.prompt import SUFFIX, format_document, format_prompt, format_query
 from qwen3_vllm_rerank.tokens import LocalTokens, ServerTokens, load_tokenizer
 
-from .conftest import Served
+from .fixtures import Checkpoints, Served
+from .recording import RequestLog
 from .reference import reference_scores
 
 QUERY = "How are exceptions handled?"
@@ -37,14 +38,15 @@ def _fit(documents: list[str], max_tokens: int, policy: str, tokenizer: Tokenize
         documents,
         max_tokens=max_tokens,
         policy=policy,
-        tokens=LocalTokens(tokenizer),  # type: ignore[arg-type]
+        tokens=lambda: LocalTokens(tokenizer),
     )
     return [p.pieces for p in _value(flow)]  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
-def tokenizer(served: Served) -> Tokenizer:
-    return load_tokenizer(served.original)
+def tokenizer(checkpoints: Checkpoints) -> Tokenizer:
+    """The served fixture checkpoint's own tokenizer.json, read without starting a server."""
+    return load_tokenizer(checkpoints.get("tied"))
 
 
 def _prompt_tokens(tokenizer: Tokenizer, document: str) -> int:
@@ -126,7 +128,7 @@ def test_server_tokenizer_cuts_to_fit_too(served: Served, tokenizer: Tokenizer) 
                 [document],
                 max_tokens=300,
                 policy="truncate",
-                tokens=ServerTokens(served.model),
+                tokens=lambda: ServerTokens(served.model),
             )
         )
     kept = prepared.pieces[0]
@@ -140,3 +142,14 @@ def test_documents_that_fit_are_sent_unchanged(tokenizer: Tokenizer) -> None:
     documents = ["short", "", topics["for"]]
     assert _fit(documents, 8192, "truncate", tokenizer) == [[d] for d in documents]
     assert format_document("") == "<Document>: " + SUFFIX
+
+
+def test_truncating_a_huge_document_with_the_server_tokenizer_cuts_the_head_only(served: Served) -> None:
+    # Regression: "truncate" used to compute every window of the document and keep the first:
+    # with the server's tokenizer, one /detokenize request per window (hundreds for 1 MB).
+    log = RequestLog()
+    with log.client() as http, RerankClient(served.base_url, tokenizer="server", http_client=http) as client:
+        (result,) = client.rerank(QUERY, [MEGABYTE_DOCUMENT])
+    assert result.truncated
+    assert log.paths.count("/detokenize") <= 6, "one cut, re-cut a few times at most if a seam grew"
+    assert log.paths.count("/detokenize") >= 1

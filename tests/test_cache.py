@@ -8,7 +8,7 @@ import pytest
 from qwen3_vllm_rerank import AsyncRerankClient, CacheInfo, RerankClient
 from qwen3_vllm_rerank.cache import ScoreCache
 
-from .conftest import Served
+from .fixtures import Served
 
 QUERY = "how do generators work?"
 DOCS = ["Generators yield values lazily.", "Tea is brewed with hot water.", "yield suspends a function."]

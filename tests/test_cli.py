@@ -23,7 +23,7 @@ from qwen3_vllm_rerank import RerankClient
 from qwen3_vllm_rerank.cli import main
 from qwen3_vllm_rerank.errors import ConversionError
 
-from .conftest import Checkpoints, Served
+from .fixtures import Checkpoints, Served
 
 CLI = str(Path(sys.executable).parent / "qwen3-vllm-rerank")
 COMMANDS = ["convert", "serve", "rerank", "make-fixture"]
@@ -217,9 +217,11 @@ def _vllm_children(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _serve(model: Path, server_python: str, tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+def _serve(
+    model: Path, server_python: str, tmp_path: Path, host: str = "127.0.0.1"
+) -> tuple[subprocess.Popen[str], Path]:
     stderr = tmp_path / "stderr.txt"
-    command = [CLI, "serve", str(model), "--port", "0", "--python", server_python]
+    command = [CLI, "serve", str(model), "--host", host, "--port", "0", "--python", server_python]
     command += ["--log-file", str(tmp_path / "vllm.log"), "--", "--dtype", "float32"]
     with stderr.open("w") as err:
         process = subprocess.Popen(
@@ -238,7 +240,7 @@ def _as_if_from_a_terminal() -> None:
 def test_serve_prints_how_to_use_it_streams_the_log_and_stops_on_ctrl_c(
     checkpoints: Checkpoints, server_python: str, tmp_path: Path
 ) -> None:
-    process, stderr = _serve(checkpoints.get("tied"), server_python, tmp_path)
+    process, stderr = _serve(checkpoints.get("tied"), server_python, tmp_path, host="0.0.0.0")
     try:
         assert process.stdout is not None
         lines = _lines(process.stdout)
@@ -251,6 +253,7 @@ def test_serve_prints_how_to_use_it_streams_the_log_and_stops_on_ctrl_c(
         text = "".join(out)
         match = re.search(r"at (http://127\.0\.0\.1:\d+) \(original checkpoint", text)
         assert match, text
+        assert "\nWARNING: binding 0.0.0.0 without an API key: every endpoint" in text
         base_url = match.group(1)
         model = str(checkpoints.get("tied"))
         kwargs = f"Qwen3VLLMReranker(base_url={base_url!r}, model={model!r}, top_n=3)"
@@ -302,3 +305,26 @@ def test_serve_reports_a_bad_checkpoint_in_one_line(tmp_path: Path) -> None:
     result = _run("serve", str(tmp_path), "--port", "0", "--quiet", timeout=120)
     assert result.returncode == 1
     _one_error_line(result.stderr, "has no config.json")
+
+
+def test_serve_on_a_network_host_says_which_paths_the_api_key_leaves_open(tmp_path: Path) -> None:
+    """The warning comes before vLLM starts: here an interpreter without vLLM makes the start fail at once."""
+    config = {
+        "architectures": ["Qwen3ForCausalLM"],
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 128,
+        "hidden_size": 128,
+        "max_position_embeddings": 40960,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    args = ["--host", "0.0.0.0", "--api-key", "k", "--port", "0", "--quiet", "--python", sys.executable]
+    result = _run("serve", str(tmp_path), *args, timeout=120)
+    assert result.returncode == 1
+    warning = (
+        "qwen3-vllm-rerank: binding 0.0.0.0: --api-key guards only paths under /v1, /v2, /inference, /cohere"
+    )
+    assert warning in result.stderr
+    assert "/score, /rerank, /classify, /pooling" in result.stderr
+    _one_error_line(result.stderr, "vLLM exited with code 1 while starting")

@@ -1,4 +1,4 @@
-"""convert_checkpoint: a complete seq-cls checkpoint, written by streaming, refused when it cannot be."""
+"""convert_checkpoint: a complete seq-cls checkpoint, written and verified by streaming, refused when it cannot be."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import filecmp
 import itertools
 import json
 import os
+import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +19,15 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from qwen3_vllm_rerank.convert import (
-    VERIFY_PAIRS,
-    _Copier,
-    _decode,
-    _score_values,
-    convert_checkpoint,
-    verify_conversion,
-)
+from qwen3_vllm_rerank.convert import VERIFY_PAIRS, convert_checkpoint, verify_conversion
+from qwen3_vllm_rerank.convert._plan import score_values
+from qwen3_vllm_rerank.convert._reading import decode
+from qwen3_vllm_rerank.convert._writing import Copier
 from qwen3_vllm_rerank.errors import ConversionError, Qwen3RerankError
 from qwen3_vllm_rerank.prompt import format_prompt
 from qwen3_vllm_rerank.testing import make_fixture_checkpoint
 
-from .conftest import Checkpoints
+from .fixtures import Checkpoints
 from .pairs import FIDELITY_CASES
 
 YES, NO = 9693, 2152
@@ -52,7 +51,7 @@ def _leftovers(parent: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def converted(checkpoints: Checkpoints, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Both fixtures converted once (verified), for the read-only tests below."""
+    """Both fixtures converted once (verified, streaming), for the read-only tests below."""
     root = tmp_path_factory.mktemp("converted")
     return {
         name: convert_checkpoint(checkpoints.get(name), root / name, progress=False)
@@ -104,6 +103,23 @@ def test_tokenizer_and_generation_config_are_copied(
     for file in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         assert filecmp.cmp(checkpoints.get(name) / file, converted[name] / file, shallow=False), file
     assert not list(converted[name].glob(".*")), "no temporary files left"
+
+
+def test_sentence_transformers_files_are_the_converted_ones(
+    checkpoints: Checkpoints, converted: dict[str, Path]
+) -> None:
+    # The source (like a published Sentence Transformers-ready reranker) reads the score from
+    # logit(yes) - logit(no) with a LogitScore module; the converted checkpoint's one logit replaces it.
+    source, out = checkpoints.get("tied"), converted["tied"]
+    assert "LogitScore" in (source / "modules.json").read_text()
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[1] for m in modules] == ["Transformer"]
+    assert not (out / "1_LogitScore").exists()
+    module = json.loads((out / "sentence_bert_config.json").read_text())
+    assert module["transformer_task"] == "sequence-classification"
+    st_config = json.loads((out / "config_sentence_transformers.json").read_text())
+    assert st_config["activation_fn"] == "torch.nn.modules.activation.Sigmoid"
+    assert (out / "chat_template.jinja").read_text() == (source / "chat_template.jinja").read_text()
 
 
 def test_sharded_index_is_updated(checkpoints: Checkpoints, converted: dict[str, Path]) -> None:
@@ -166,9 +182,15 @@ def test_bfloat16_score_is_rounded_once_and_verification_accounts_for_it(tmp_pat
     head = _tensors(source)["lm_head.weight"]
     score = _tensors(out)["score.weight"]
     assert score.dtype == torch.bfloat16
-    assert torch.equal(score, (head[YES].float() - head[NO].float()).to(torch.bfloat16).unsqueeze(0))
-    result = verify_conversion(source, out)
+    exact = (head[YES].float() - head[NO].float()).unsqueeze(0)
+    assert torch.equal(score, exact.to(torch.bfloat16))
+    streaming = verify_conversion(source, out)
+    assert streaming.expected == ()
+    assert streaming.ok
+    assert streaming.score_rounding == (score.float() - exact).abs().max().item() > 0
+    result = verify_conversion(source, out, model=True)
     assert result.ok
+    assert len(result.expected) == len(result.actual) == len(VERIFY_PAIRS)
     assert max(result.rounding_bounds) > 0  # the bf16 rounding of W[yes] - W[no] is real ...
     assert result.max_abs_diff <= max(result.tolerances)  # ... and within what it explains
 
@@ -183,9 +205,9 @@ def test_score_rounding_matches_torch_bit_for_bit(dtype: str) -> None:
     a = torch.cat([torch.randn(4096, generator=generator) * 3, special]).to(torch_dtype)
     b = torch.cat([torch.randn(4096, generator=generator), torch.zeros(len(special))]).to(torch_dtype)
     expected = (a.float() - b.float()).to(torch_dtype)
-    exact, data = _score_values(a.double().tolist(), b.double().tolist(), dtype)
+    exact, data = score_values(a.double().tolist(), b.double().tolist(), dtype)
     assert data == expected.view(torch.uint8).numpy().tobytes()
-    assert _decode(data, dtype)[:4096] == expected.double().tolist()[:4096]
+    assert decode(data, dtype)[:4096] == expected.double().tolist()[:4096]
     assert exact[:4096] == (a.float() - b.float()).double().tolist()[:4096]
 
 
@@ -194,7 +216,7 @@ def test_buffered_copy_equals_kernel_copy(tmp_path: Path) -> None:
     (tmp_path / "src").write_bytes(data)
     for kernel in (True, False):
         copied: list[int] = []
-        copier = _Copier(copied.append, kernel=kernel)
+        copier = Copier(copied.append, kernel=kernel)
         target = tmp_path / f"dst-{kernel}"
         src_fd = os.open(tmp_path / "src", os.O_RDONLY)
         dst_fd = os.open(target, os.O_WRONLY | os.O_CREAT)
@@ -239,15 +261,88 @@ def test_transformers_batched_logits_equal_yes_minus_no(
 # --- verification -------------------------------------------------------------------------------
 
 
+def _tampered(converted: Path, target: Path, change: str) -> Path:
+    """A copy of ``converted`` with one thing changed."""
+    shutil.copytree(converted, target)
+    if change == "tensor byte":  # inside a shard copied whole (not the one that holds score.weight)
+        index = json.loads((target / "model.safetensors.index.json").read_text())
+        shard = target / index["weight_map"]["model.layers.0.mlp.up_proj.weight"]
+        assert shard.name != index["weight_map"]["score.weight"]
+        data = bytearray(shard.read_bytes())
+        (length,) = struct.unpack("<Q", data[:8])
+        begin = json.loads(data[8 : 8 + length])["model.layers.0.mlp.up_proj.weight"]["data_offsets"][0]
+        data[8 + length + begin + 3] ^= 0x01
+        shard.write_bytes(bytes(data))
+    elif change == "score":
+        index = json.loads((target / "model.safetensors.index.json").read_text())
+        shard = target / index["weight_map"]["score.weight"]
+        with safe_open(str(shard), framework="pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        tensors["score.weight"] = tensors["score.weight"] * 1.001
+        from safetensors.torch import save_file
+
+        save_file(tensors, str(shard), metadata={"format": "pt"})
+    elif change in ("pad_token_id", "rope_theta"):
+        config = _config(target)
+        config[change] += 1
+        (target / "config.json").write_text(json.dumps(config))
+    elif change == "tokenizer":
+        (target / "tokenizer.json").write_text(
+            (target / "tokenizer.json").read_text().replace("<think>", "<thonk>")
+        )
+    elif change == "template":
+        (target / "chat_template.jinja").unlink()
+    return target
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ("tensor byte", r"has a model\.layers\.0\.mlp\.up_proj\.weight that differs from the source's"),
+        ("score", r"has a score\.weight that is not W\[yes\] - W\[no\] of the source"),
+        ("pad_token_id", "has a wrong config.json"),
+        ("rope_theta", "has a wrong config.json"),
+        ("tokenizer", "has a tokenizer.json other than the source's"),
+        ("template", "has a chat_template.jinja other than"),
+    ],
+)
+def test_streaming_verification_catches_any_difference(
+    checkpoints: Checkpoints, converted: dict[str, Path], tmp_path: Path, change: str, match: str
+) -> None:
+    source = checkpoints.get("untied")
+    result = verify_conversion(source, converted["untied"])
+    assert result.tensors == len(_tensors(source)) - 1
+    assert result.compared_bytes > 0
+    assert result.files == ("generation_config.json", "tokenizer.json", "tokenizer_config.json")
+    tampered = _tampered(converted["untied"], tmp_path / "tampered", change)
+    with pytest.raises(ConversionError, match=f"verification failed: {tampered} {match}") as info:
+        verify_conversion(source, tampered)
+    assert "Do not serve it" in str(info.value)
+
+
 def test_verification_catches_a_wrong_head(checkpoints: Checkpoints, tmp_path: Path) -> None:
     source = checkpoints.get("tied")
     swapped = convert_checkpoint(
         source, tmp_path / "swapped", yes_token="no", no_token="yes", verify=False, progress=False
     )
-    with pytest.raises(ConversionError, match="verification failed") as info:
+    with pytest.raises(ConversionError, match=r"verification failed: .* has a score\.weight that is not"):
         verify_conversion(source, swapped)
+    # The forward-pass check, on its own, catches it too: the logits are negated.
+    from qwen3_vllm_rerank.convert._plan import inspect
+    from qwen3_vllm_rerank.convert._verify import verify_model
+
+    checked = verify_conversion(source, swapped, yes_token="no", no_token="yes")
+    with pytest.raises(ConversionError, match="does not score like") as info:
+        verify_model(inspect(source, "yes", "no"), swapped, VERIFY_PAIRS, checked)
     assert "Do not serve it" in str(info.value)
     assert len(VERIFY_PAIRS) >= 4
+
+
+def test_linked_shards_are_verified_without_reading_them(checkpoints: Checkpoints, tmp_path: Path) -> None:
+    source = checkpoints.get("untied")
+    linked = convert_checkpoint(source, tmp_path / "linked", verify=False, link=True, progress=False)
+    copied = convert_checkpoint(source, tmp_path / "copied", verify=False, progress=False)
+    assert verify_conversion(source, linked).compared_bytes < verify_conversion(source, copied).compared_bytes
 
 
 def test_convert_logs_the_verification(
@@ -255,8 +350,27 @@ def test_convert_logs_the_verification(
 ) -> None:
     with caplog.at_level("INFO", logger="qwen3_vllm_rerank.convert"):
         out = convert_checkpoint(checkpoints.get("tied"), tmp_path / "out", progress=False)
-    assert out == tmp_path / "out"
-    assert f"verified {out}: converted logits vs logit(yes) - logit(no)" in caplog.text
+        assert f"verified {out}: 24 tensors identical to the source" in caplog.text
+        assert "logits" not in caplog.text
+        caplog.clear()
+        out = convert_checkpoint(checkpoints.get("tied"), tmp_path / "model", verify="model", progress=False)
+        assert f"verified {out}: 24 tensors identical" in caplog.text
+        assert (
+            "converted logits vs logit(yes) - logit(no) of the original on 4 templated pairs" in caplog.text
+        )
+    with pytest.raises(ConversionError, match="verify must be True, False or 'model'"):
+        convert_checkpoint(checkpoints.get("tied"), tmp_path / "never", verify="models", progress=False)  # type: ignore[arg-type]
+
+
+def test_default_conversion_never_imports_torch(checkpoints: Checkpoints, tmp_path: Path) -> None:
+    # The default call, verification included, parses and copies bytes: no model, no torch.
+    code = (
+        "import sys; from qwen3_vllm_rerank.convert import convert_checkpoint; "
+        f"convert_checkpoint({str(checkpoints.get('untied'))!r}, {str(tmp_path / 'out')!r}, progress=False); "
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    assert (tmp_path / "out" / "model.safetensors.index.json").exists()
 
 
 # --- refusals: clear errors, nothing left behind ---------------------------------------------------
@@ -354,8 +468,8 @@ def test_refuses_non_safetensors_and_missing_files(checkpoints: Checkpoints, tmp
     no_tokenizer.mkdir()
     for file in ("config.json", "model.safetensors"):
         (no_tokenizer / file).symlink_to(source / file)
-    _refused(no_tokenizer, tmp_path / "out", "has no tokenizer.json")
-    _refused(tmp_path / "nowhere", tmp_path / "out", "does not exist")
+    _refused(no_tokenizer, tmp_path / "out", "cannot read .*tokenizer.json")
+    _refused(tmp_path / "nowhere", tmp_path / "out", "is not a directory")
     truncated = tmp_path / "truncated"
     truncated.mkdir()
     for entry in source.iterdir():

@@ -28,7 +28,7 @@ from qwen3_vllm_rerank import RerankClient, ServerStartError, VLLMServer
 from qwen3_vllm_rerank.convert import convert_checkpoint
 from qwen3_vllm_rerank.server import ORIGINAL_OVERRIDES
 
-from .conftest import Checkpoints
+from .fixtures import Checkpoints
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Served
+from .fixtures import Served
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 OPTIONS = ["--candidates", "12", "--top-n", "4"]

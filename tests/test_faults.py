@@ -20,10 +20,12 @@ from qwen3_vllm_rerank import (
     RerankClient,
     RerankConnectionError,
     RerankHTTPError,
+    RerankTimeoutError,
+    RetryPolicy,
 )
-from qwen3_vllm_rerank._retry import Attempts, Endpoints, RetryPolicy
+from qwen3_vllm_rerank._retry import Attempts, Endpoints
 
-from .conftest import Served
+from .fixtures import Served
 
 QUERY = "what is a closure?"
 DOCS = ["A closure captures variables.", "Rivers flow to the sea.", "Functions are objects."]
@@ -47,6 +49,9 @@ def _fake_vllm(score_statuses: list[int]) -> tuple[Handler, list[str]]:
         if request.url.path == "/v1/models":
             return httpx.Response(200, json={"data": [{"id": "m", "max_model_len": 8192}]})
         body = json.loads(request.content)
+        if isinstance(body["text_2"][0], dict):  # the family probe: a text reranker refuses content lists
+            message = "MultiModalParam is not supported for Qwen3ForSequenceClassification"
+            return httpx.Response(400, json={"error": {"message": message}})
         if body["text_2"] == ["b"]:  # the client's one-off template probe
             return httpx.Response(
                 200, json={"data": [{"index": 0, "score": 0.5}], "usage": {"prompt_tokens": 1}}
@@ -60,33 +65,38 @@ def _fake_vllm(score_statuses: list[int]) -> tuple[Handler, list[str]]:
     return handler, seen
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+#: The client's one-off probes: the template probe and the family probe.
+PROBES = 2
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503])
 def test_transient_statuses_are_retried(status: int) -> None:
     handler, seen = _fake_vllm([status, status])
     http = httpx.Client(transport=httpx.MockTransport(handler))
-    with RerankClient("http://vllm", http_client=http, max_attempts=3) as client:
+    with RerankClient("http://vllm", http_client=http, retry=RetryPolicy(max_attempts=3)) as client:
         assert client.score(QUERY, DOCS) == pytest.approx([0.1, 0.2, 0.3])
-    assert seen.count("/v1/score") == 1 + 3  # probe, then two failures and a success
+    assert seen.count("/v1/score") == PROBES + 3  # probes, then two failures and a success
 
 
-@pytest.mark.parametrize("status", [400, 401, 404, 422])
-def test_client_errors_are_never_retried(status: int) -> None:
+@pytest.mark.parametrize("status", [400, 401, 404, 422, 504])
+def test_client_errors_and_gateway_timeouts_are_never_retried(status: int) -> None:
+    # 504: a gateway gave up while the server still computes; sending again doubles the load.
     handler, seen = _fake_vllm([status])
     http = httpx.Client(transport=httpx.MockTransport(handler))
-    with RerankClient("http://vllm", http_client=http, max_attempts=5) as client:
+    with RerankClient("http://vllm", http_client=http, retry=RetryPolicy(max_attempts=5)) as client:
         with pytest.raises(RerankHTTPError) as info:
             client.score(QUERY, DOCS)
     assert info.value.status_code == status
-    assert seen.count("/v1/score") == 1 + 1
+    assert seen.count("/v1/score") == PROBES + 1
 
 
 def test_attempts_are_bounded() -> None:
     handler, seen = _fake_vllm([503] * 10)
     http = httpx.Client(transport=httpx.MockTransport(handler))
-    with RerankClient("http://vllm", http_client=http, max_attempts=2) as client:
+    with RerankClient("http://vllm", http_client=http, retry=RetryPolicy(max_attempts=2)) as client:
         with pytest.raises(RerankHTTPError, match="HTTP 503"):
             client.score(QUERY, DOCS)
-    assert seen.count("/v1/score") == 1 + 2
+    assert seen.count("/v1/score") == PROBES + 2
 
 
 async def test_a_batch_that_fails_fails_the_whole_call() -> None:
@@ -143,7 +153,9 @@ def test_endpoints_round_robin_and_cool_down() -> None:
 
 def test_policy_is_validated() -> None:
     with pytest.raises(InvalidInput, match="max_attempts"):
-        RerankClient(max_attempts=0)
+        RetryPolicy(max_attempts=0)
+    with pytest.raises(InvalidInput, match="retry must be a RetryPolicy"):
+        RerankClient(retry=3)  # type: ignore[arg-type]
 
 
 def test_requests_spread_over_replicas_and_skip_a_dead_one(served: Served) -> None:
@@ -154,7 +166,7 @@ def test_requests_spread_over_replicas_and_skip_a_dead_one(served: Served) -> No
     with httpx.Client(
         event_hooks={"request": [lambda r: hosts.update([f"{r.url.host}:{r.url.port}"])]}
     ) as http:
-        client = RerankClient(replicas, http_client=http, batch_size=1, max_attempts=3)
+        client = RerankClient(replicas, http_client=http, batch_size=1, retry=RetryPolicy(max_attempts=3))
         with RerankClient(served.base_url) as reference:
             expected = reference.score(QUERY, DOCS * 4)
         assert client.score(QUERY, DOCS * 4) == pytest.approx(expected, abs=1e-6)
@@ -166,7 +178,8 @@ def test_requests_spread_over_replicas_and_skip_a_dead_one(served: Served) -> No
 
 async def test_all_endpoints_down_names_them_all() -> None:
     urls = [_closed_url(), _closed_url()]
-    async with AsyncRerankClient(urls, model="m", max_attempts=3, retry_deadline=5) as client:
+    retry = RetryPolicy(max_attempts=3, deadline=5)
+    async with AsyncRerankClient(urls, model="m", retry=retry) as client:
         with pytest.raises(RerankConnectionError) as info:
             await client.score(QUERY, DOCS)
     for url in urls:
@@ -178,3 +191,58 @@ def test_base_url_may_be_a_comma_separated_list(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("QWEN3_VLLM_RERANK_BASE_URL", "http://a:1, http://b:2/")
     with RerankClient() as client:
         assert client.base_urls == ["http://a:1", "http://b:2"]
+
+
+def _timing_out(exc: type[httpx.TimeoutException], seen: list[str]) -> Handler:
+    """A stand-in vLLM whose scoring requests (not the probes) raise ``exc``."""
+    healthy, _ = _fake_vllm([])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        body = json.loads(request.content) if request.content else {}
+        if (
+            request.url.path == "/v1/score"
+            and body.get("text_2") not in (["b"], None)
+            and not isinstance(body["text_2"][0], dict)
+        ):
+            raise exc("simulated", request=request)
+        return healthy(request)
+
+    return handler
+
+
+def test_a_read_timeout_fails_once_and_is_never_sent_again() -> None:
+    # The server has the request and is probably still computing it: a retry would double its load.
+    seen: list[str] = []
+    http = httpx.Client(transport=httpx.MockTransport(_timing_out(httpx.ReadTimeout, seen)))
+    with RerankClient("http://vllm", http_client=http, retry=RetryPolicy(max_attempts=5)) as client:
+        with pytest.raises(RerankTimeoutError, match="not sent again") as info:
+            client.score(QUERY, DOCS)
+    assert info.value.kind == "read"
+    assert seen.count("/v1/score") == PROBES + 1
+
+
+async def test_a_connect_timeout_is_an_unreachable_endpoint_and_counts_as_down() -> None:
+    # Regression: ConnectTimeout used to become a RerankTimeoutError with read-timeout advice
+    # and never counted toward "all endpoints are down".
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("simulated", request=request)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    urls = ["http://a:1", "http://b:2"]
+    retry = RetryPolicy(max_attempts=4, backoff=0.0)
+    async with AsyncRerankClient(urls, model="m", http_client=http, retry=retry) as client:
+        with pytest.raises(RerankConnectionError, match="all endpoints are down") as info:
+            await client.score(QUERY, DOCS)
+    assert "no answer to the connection attempt" in str(info.value.__cause__)
+    await http.aclose()
+
+
+def test_a_pool_timeout_says_the_pool_is_the_limit() -> None:
+    seen: list[str] = []
+    http = httpx.Client(transport=httpx.MockTransport(_timing_out(httpx.PoolTimeout, seen)))
+    with RerankClient("http://vllm", http_client=http) as client:
+        with pytest.raises(RerankTimeoutError, match="max_concurrency") as info:
+            client.score(QUERY, DOCS)
+    assert info.value.kind == "pool"
+    assert seen.count("/v1/score") == PROBES + 1

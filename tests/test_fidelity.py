@@ -11,7 +11,7 @@ import pytest
 
 from qwen3_vllm_rerank import AsyncRerankClient, RerankClient
 
-from .conftest import Served
+from .fixtures import Served
 from .pairs import FIDELITY_CASES, N_PAIRS, Case
 from .reference import reference_scores
 

@@ -11,7 +11,7 @@ from qwen3_vllm_rerank.sanitize import BREAK, Neutraliser
 from qwen3_vllm_rerank.testing import QWEN3_ADDED_TOKENS
 from qwen3_vllm_rerank.tokens import LocalTokens, load_tokenizer
 
-from .conftest import Served
+from .fixtures import Served
 from .reference import reference_scores
 
 FIRST_ADDED_ID = 151643

@@ -9,7 +9,7 @@ import pytest
 
 from qwen3_vllm_rerank import AsyncRerankClient, InvalidInput, RerankClient
 
-from .conftest import Served
+from .fixtures import Served
 
 
 def _documents(query_index: int) -> list[str]:

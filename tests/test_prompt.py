@@ -15,7 +15,7 @@ from qwen3_vllm_rerank.prompt import (
     format_query,
 )
 
-from .conftest import Checkpoints
+from .fixtures import Checkpoints
 from .pairs import FIDELITY_CASES
 
 GOLDEN_DEFAULT = (

@@ -9,7 +9,7 @@ import pytest
 
 from qwen3_vllm_rerank import RerankClient, RerankHTTPError
 
-from .conftest import ServerPool
+from .fixtures import ServerPool
 from .reference import reference_scores
 from .serving import TEST_API_KEY
 

@@ -7,7 +7,7 @@ import pytest
 
 from qwen3_vllm_rerank import RerankClient, TemplateMismatchError
 
-from .conftest import ServerPool
+from .fixtures import ServerPool
 from .pairs import FIDELITY_CASES
 from .reference import reference_scores
 

@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from qwen3_vllm_rerank.testing import QWEN3_ADDED_TOKENS, make_fixture_checkpoint
 
-from .conftest import Checkpoints
+from .fixtures import Checkpoints
 
 
 def _tensor_names(path: Path) -> set[str]:

@@ -11,6 +11,7 @@ from .client import API_KEY_ENV, BASE_URL_ENV, AsyncRerankClient, RerankClient
 from .convert import VerificationResult, convert_checkpoint, verify_conversion
 from .errors import (
     ConversionError,
+    FamilyMismatchError,
     InvalidInput,
     MalformedResponseError,
     Qwen3RerankError,
@@ -20,6 +21,7 @@ from .errors import (
     ServerStartError,
     TemplateMismatchError,
 )
+from .images import Content, Image, UrlFetcher
 from .prompt import DEFAULT_INSTRUCTION, format_pair
 from .server import VLLMServer
 from .types import RerankResult
@@ -30,7 +32,10 @@ __all__ = [
     "DEFAULT_INSTRUCTION",
     "AsyncRerankClient",
     "CacheInfo",
+    "Content",
     "ConversionError",
+    "FamilyMismatchError",
+    "Image",
     "InvalidInput",
     "MalformedResponseError",
     "Qwen3RerankError",
@@ -42,6 +47,7 @@ __all__ = [
     "RetryPolicy",
     "ServerStartError",
     "TemplateMismatchError",
+    "UrlFetcher",
     "VLLMServer",
     "VerificationResult",
     "convert_checkpoint",

@@ -1,44 +1,45 @@
-"""What the LangChain and LlamaIndex adapters must do identically, free of either framework.
+"""What the LangChain and LlamaIndex adapters share, declared once, free of either framework.
 
-The adapters ship behind different extras and never import each other, so the rules
-they share live here: the metadata keys they add to returned documents, the option
-types they pass to the core client, and which failures ``on_error="passthrough"``
-absorbs and how such a failure is reported, and the core clients an adapter instance
-builds from its settings (:class:`CoreClients`).
+Both frameworks build components on pydantic v2, so their settings are one pydantic model
+here (:class:`ClientSettings`, :class:`RerankSettings`) that each adapter class inherits
+next to its framework base. This module needs pydantic, which both adapter distributions
+depend on; the core package itself never imports it.
+
+Also here: the metadata keys the adapters add, the one rule for which failures
+``on_error="passthrough"`` absorbs and how they are reported, and :func:`returned`,
+which turns a rerank outcome into the documents or nodes an adapter returns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import os
 import threading
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
+from ._discovery import FamilyOption, Template
+from ._retry import RetryPolicy
 from .budget import LongDocuments
-from .client import AsyncRerankClient, RerankClient, Template
+from .client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_TIMEOUT, AsyncRerankClient, RerankClient
 from .errors import InvalidInput, Qwen3RerankError, RerankHTTPError
+from .images import UrlFetcher
 from .types import RerankResult
 
 __all__ = [
-    "CLIENT_OPTIONS",
     "RERANK_ERROR_KEY",
     "TRUNCATED_KEY",
     "WINDOW_KEY",
-    "CoreClients",
-    "CoreClientsMixin",
-    "LongDocuments",
+    "ClientSettings",
     "OnError",
     "Passthrough",
-    "Template",
-    "attempt",
-    "client_options",
-    "kept_results",
+    "RerankSettings",
     "passthrough_or_raise",
-    "result_metadata",
+    "returned",
 ]
 
 OnError = Literal["raise", "passthrough"]
@@ -49,57 +50,259 @@ WINDOW_KEY = "window"
 RERANK_ERROR_KEY = "rerank_error"
 
 _MARKER_CHARS = 200
+#: Settings that configure the adapter itself, not the core client.
+_NOT_CLIENT_OPTIONS = frozenset({"http_client", "http_async_client", "top_n", "score_threshold", "on_error"})
 
-#: The adapter settings passed to the core clients under the same names (``api_key``
-#: unwrapped from its ``SecretStr`` by :func:`client_options`).
-CLIENT_OPTIONS = (
-    "base_url",
-    "model",
-    "instruction",
-    "api_key",
-    "timeout",
-    "batch_size",
-    "max_concurrency",
-    "max_length",
-    "long_documents",
-    "tokenizer",
-    "template",
-    "max_attempts",
-    "retry_deadline",
-    "cache_size",
-)
-
-# Guards the lazy creation of clients (creation is rare and cheap; one lock is enough).
-_CREATE_LOCK = threading.Lock()
-
-_CallT = TypeVar("_CallT", bound="_RerankCall")
+Item = TypeVar("Item")
+Out = TypeVar("Out")
 
 
-class _Secret(Protocol):
-    def get_secret_value(self) -> str: ...
+def _base_url_from_env() -> str | None:
+    return os.environ.get(BASE_URL_ENV) or None
 
 
-class _RerankCall(Protocol):
-    texts: list[str]
-    results: list[RerankResult]
+def _api_key_from_env() -> SecretStr | None:
+    value = os.environ.get(API_KEY_ENV)
+    return SecretStr(value) if value else None
 
 
-def result_metadata(result: RerankResult) -> dict[str, object]:
-    """``{"truncated": True}`` / ``{"window": i}`` when they apply to ``result``, else ``{}``."""
-    extra: dict[str, object] = {}
-    if result.truncated:
-        extra[TRUNCATED_KEY] = True
-    if result.window is not None:
-        extra[WINDOW_KEY] = result.window
-    return extra
+class _Clients:
+    """The core clients of one adapter instance, created on first use and reused.
+
+    A copy of an adapter (``copy``, ``deepcopy``, ``model_copy``) gets a fresh, empty
+    holder: it builds its own clients from its own settings.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sync: RerankClient | None = None
+        self.async_: AsyncRerankClient | None = None
+
+    def __copy__(self) -> _Clients:
+        return _Clients()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Clients:
+        return _Clients()
+
+    def get_sync(self, settings: ClientSettings) -> RerankClient:
+        with self._lock:
+            if self.sync is None:
+                self.sync = RerankClient(**settings.client_options(), http_client=settings.http_client)
+            return self.sync
+
+    def get_async(self, settings: ClientSettings) -> AsyncRerankClient:
+        with self._lock:
+            if self.async_ is None:
+                self.async_ = AsyncRerankClient(
+                    **settings.client_options(), http_client=settings.http_async_client
+                )
+            return self.async_
+
+
+class ClientSettings(BaseModel):
+    """Where the vLLM server is and how to talk to it: the core client's options, as
+    pydantic fields (documented in place), shared by every adapter component.
+
+    The fields cannot be reassigned once the object exists (the client built from them is
+    cached); ``model_copy(update={...})`` makes a variant with its own client.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    base_url: str | list[str] | None = Field(
+        default_factory=_base_url_from_env,
+        frozen=True,
+        description="The vLLM server, e.g. http://127.0.0.1:8000, or several replicas (a list, or one "
+        "comma-separated string) that requests are spread over and retried on; "
+        "$QWEN3_VLLM_RERANK_BASE_URL when not given, else http://127.0.0.1:8000.",
+    )
+    model: str | None = Field(
+        default=None,
+        frozen=True,
+        description="The served model name; discovered from the server's /v1/models when not given.",
+    )
+    model_family: FamilyOption = Field(
+        default="auto",
+        frozen=True,
+        description="'auto' reads from the server whether it serves Qwen3-Reranker ('text') or "
+        "Qwen3-VL-Reranker ('vl'), whose prompts differ; naming one raises FamilyMismatchError when "
+        "the server serves the other.",
+    )
+    instruction: str | None = Field(
+        default=None,
+        frozen=True,
+        description="The task instruction in the prompt; the model family's default when not given.",
+    )
+    api_key: SecretStr | None = Field(
+        default_factory=_api_key_from_env,
+        frozen=True,
+        exclude=True,
+        description="Sent as 'Authorization: Bearer'; $QWEN3_VLLM_RERANK_API_KEY when not given. Never "
+        "serialised.",
+    )
+    timeout: float = Field(
+        default=DEFAULT_TIMEOUT,
+        gt=0,
+        frozen=True,
+        description="Seconds for the server to answer one request (connecting: at most 10 s). A request "
+        "that timed out is not sent again: the server is probably still computing it.",
+    )
+    batch_size: int = Field(
+        default=128, gt=0, frozen=True, description="Documents per request; more are split into requests."
+    )
+    max_concurrency: int = Field(
+        default=8,
+        gt=0,
+        frozen=True,
+        description="Most requests in flight at once (async) and size of the connection pool, per endpoint.",
+    )
+    max_length: int | None = Field(
+        default=None,
+        gt=0,
+        frozen=True,
+        description="Most prompt tokens per pair (template + query + document), below the server's "
+        "max_model_len; the server's limit alone when not given.",
+    )
+    long_documents: LongDocuments = Field(
+        default="truncate",
+        frozen=True,
+        description="A document too long for the budget: 'truncate' scores its head (metadata "
+        "'truncated': True), 'chunk' scores every window and keeps the best (metadata 'window': its "
+        "index, from 0), 'error' raises InvalidInput. The prompt template and the query are never cut.",
+    )
+    tokenizer: str | None = Field(
+        default=None,
+        frozen=True,
+        description="Where tokens are counted when a document may not fit: a checkpoint directory or a "
+        "tokenizer.json path, a hub id, or 'server' (vLLM's /tokenize); by default the served model's "
+        "directory when it is local, else the server. Loaded on first need only.",
+    )
+    template: Template = Field(
+        default="auto",
+        frozen=True,
+        description="Who applies the prompt template: 'auto' detects a server started with "
+        "--chat-template and formats on exactly one side; 'client' / 'server' insist and raise "
+        "TemplateMismatchError if the server disagrees.",
+    )
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy,
+        frozen=True,
+        description="Retries of a request that did not reach the model (connection errors, HTTP "
+        "429/500/502/503): tries, deadline, backoff, and the cool-down of a failed replica.",
+    )
+    cache_size: int = Field(
+        default=0,
+        ge=0,
+        frozen=True,
+        description="Entries of an LRU cache of scores keyed by (model, instruction, query, document); 0 "
+        "turns it off. The sync and the async client each keep their own.",
+    )
+    image_fetcher: UrlFetcher | None = Field(
+        default=None,
+        frozen=True,
+        description="The opt-in to http(s):// image URLs in documents: a UrlFetcher (timeout, size "
+        "cap) with which the client fetches them. Without one such a URL raises InvalidInput; the "
+        "server is never asked to fetch anything (retrieved content is attacker-controlled).",
+    )
+    http_client: httpx.Client | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        frozen=True,
+        description="An httpx.Client for the sync path (proxies, certificates, event hooks); the caller "
+        "keeps ownership and closes it.",
+    )
+    http_async_client: httpx.AsyncClient | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        frozen=True,
+        description="An httpx.AsyncClient for the async path; the caller keeps ownership and closes it.",
+    )
+
+    _clients: _Clients = PrivateAttr(default_factory=_Clients)
+
+    def client_options(self) -> dict[str, Any]:
+        """The core client's keyword arguments: every field of :class:`ClientSettings`
+        but the injected HTTP clients (passed separately)."""
+        options = {
+            name: getattr(self, name)
+            for name in ClientSettings.model_fields
+            if name not in _NOT_CLIENT_OPTIONS
+        }
+        options["api_key"] = self.api_key.get_secret_value() if self.api_key is not None else None
+        return options
+
+    @property
+    def served_model(self) -> str | None:
+        """The model as given, or as a client of this object discovered it, else ``None``."""
+        for client in (self._clients.sync, self._clients.async_):
+            if client is not None and client.model:
+                return client.model
+        return self.model
+
+    def _get_client(self) -> RerankClient:
+        """The sync client, created on first use and reused."""
+        return self._clients.get_sync(self)
+
+    def _get_async_client(self) -> AsyncRerankClient:
+        """The async client, created on first use and reused (on any event loop)."""
+        return self._clients.get_async(self)
+
+    def close(self) -> None:
+        """Close the sync client's connections (if any). Later calls reconnect."""
+        client, self._clients.sync = self._clients.sync, None
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the async client's connections (if any). Later calls reconnect."""
+        client, self._clients.async_ = self._clients.async_, None
+        if client is not None:
+            await client.aclose()
+
+    def __copy__(self) -> Self:
+        # pydantic copies private attributes shallowly: give the copy its own clients.
+        copied = super().__copy__()
+        copied._clients = _Clients()
+        return copied
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        # The caller's injected HTTP clients are shared, never deep-copied (they hold locks
+        # and sockets, and the caller owns them).
+        memo = {} if memo is None else memo
+        for injected in (self.http_client, self.http_async_client):
+            if injected is not None:
+                memo[id(injected)] = injected
+        return super().__deepcopy__(memo)
+
+
+class RerankSettings(ClientSettings):
+    """The settings of a reranking adapter: the client's, plus what to return."""
+
+    top_n: int | None = Field(
+        default=3, ge=1, description="Most items to return; None returns every one passing the threshold."
+    )
+    score_threshold: float | None = Field(
+        default=None,
+        description="Drop items scoring below this relevance (p(yes), in [0, 1]); applied before the "
+        "top_n cut.",
+    )
+    on_error: OnError = Field(
+        default="raise",
+        description="What a failed rerank call does: 'raise' raises the Qwen3RerankError; 'passthrough' logs "
+        "a warning and returns the items in retrieval order cut to top_n (no threshold: there are no "
+        "scores), each a copy marked with 'rerank_error': '<ExceptionClass>: <message>' in its metadata. "
+        "InvalidInput (the caller's bug) is raised either way.",
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Passthrough:
-    """A failed rerank call answered with the documents in retrieval order.
+    """A failed rerank call answered with the items in retrieval order.
 
     ``marker`` is ``"<ExceptionClassName>: <short message>"``, stored under
-    :data:`RERANK_ERROR_KEY` on every document returned.
+    :data:`RERANK_ERROR_KEY` on every item returned.
     """
 
     marker: str
@@ -130,6 +333,38 @@ def passthrough_or_raise(
     return Passthrough(f"{type(error).__name__}: {_short_message(error, url)}")
 
 
+def returned(
+    items: Sequence[Item],
+    outcome: list[RerankResult] | Passthrough,
+    settings: RerankSettings,
+    build: Callable[[Item, float | None, dict[str, object]], Out],
+) -> list[Out]:
+    """What an adapter returns for ``items`` given the rerank ``outcome``.
+
+    Scored: the results (best first) at or above ``score_threshold``, cut to ``top_n``,
+    each built as ``build(item, score, extra)`` with ``extra`` holding ``"truncated"`` /
+    ``"window"`` where they apply. Passed through: the first ``top_n`` items in
+    retrieval order, built with no score and ``extra = {"rerank_error": marker}``.
+    """
+    top_n = settings.top_n
+    if isinstance(outcome, Passthrough):
+        kept_items = items[:top_n] if top_n is not None else items
+        return [build(item, None, {RERANK_ERROR_KEY: outcome.marker}) for item in kept_items]
+    threshold = settings.score_threshold
+    kept = [r for r in outcome if threshold is None or r.score >= threshold]
+    kept = kept[:top_n] if top_n is not None else kept
+    return [build(items[r.index], r.score, _result_metadata(r)) for r in kept]
+
+
+def _result_metadata(result: RerankResult) -> dict[str, object]:
+    extra: dict[str, object] = {}
+    if result.truncated:
+        extra[TRUNCATED_KEY] = True
+    if result.window is not None:
+        extra[WINDOW_KEY] = result.window
+    return extra
+
+
 def _short_message(error: Qwen3RerankError, url: object) -> str:
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else ""
@@ -145,159 +380,3 @@ def _redacted(url: str) -> str:
     except httpx.InvalidURL:
         return "<invalid url>"
     return str(parsed.copy_with(userinfo=b"")) if parsed.userinfo else url
-
-
-def attempt(
-    call: _CallT, on_error: OnError, *, logger: logging.Logger
-) -> Generator[_CallT, None, list[RerankResult] | Passthrough]:
-    """The rerank call of an adapter's ``@contextmanager``, run with ``yield from``.
-
-    Yields ``call`` to the ``with`` body, which stores the client's answer in
-    ``call.results``, and returns those results; or, when the body raises a
-    ``Qwen3RerankError`` that ``on_error`` absorbs, the :class:`Passthrough` (see
-    :func:`passthrough_or_raise`). Any other exception propagates.
-    """
-    try:
-        yield call
-    except Qwen3RerankError as error:
-        return passthrough_or_raise(error, on_error, count=len(call.texts), logger=logger)
-    return call.results
-
-
-def kept_results(
-    results: Sequence[RerankResult], *, top_n: int | None, score_threshold: float | None
-) -> list[RerankResult]:
-    """``results`` (best first) scoring at least ``score_threshold``, then the first ``top_n``."""
-    kept = [r for r in results if score_threshold is None or r.score >= score_threshold]
-    return kept[:top_n] if top_n is not None else kept
-
-
-def client_options(settings: object) -> dict[str, Any]:
-    """The :data:`CLIENT_OPTIONS` of an adapter's ``settings``, as core-client keyword arguments."""
-    options = {name: getattr(settings, name) for name in CLIENT_OPTIONS}
-    api_key: _Secret | None = options["api_key"]
-    options["api_key"] = api_key.get_secret_value() if api_key is not None else None
-    return options
-
-
-class CoreClients:
-    """The core clients of one adapter instance, each created on first use and reused.
-
-    One :class:`RerankClient` for the sync path, and one :class:`AsyncRerankClient` per
-    running event loop for the async path. An injected ``http_client`` /
-    ``http_async_client`` is passed on (its owner keeps it and closes it).
-    """
-
-    __slots__ = ("_async", "_http_async_client", "_http_client", "_options", "_sync")
-
-    def __init__(
-        self,
-        options: Mapping[str, Any],
-        *,
-        http_client: httpx.Client | None = None,
-        http_async_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self._options = dict(options)
-        self._http_client = http_client
-        self._http_async_client = http_async_client
-        self._sync: RerankClient | None = None
-        self._async: tuple[asyncio.AbstractEventLoop, AsyncRerankClient] | None = None
-
-    @classmethod
-    def of(cls, settings: object) -> CoreClients:
-        """For an adapter's ``settings``: its :data:`CLIENT_OPTIONS`, ``http_client`` and
-        ``http_async_client``."""
-        return cls(
-            client_options(settings),
-            http_client=getattr(settings, "http_client", None),
-            http_async_client=getattr(settings, "http_async_client", None),
-        )
-
-    @property
-    def existing_sync(self) -> RerankClient | None:
-        """The sync client if one was created, else ``None`` (creates nothing)."""
-        return self._sync
-
-    @property
-    def model(self) -> str | None:
-        """The model named by the sync or the async client created so far (given or
-        discovered), else ``None``."""
-        for client in (self._sync, self._async[1] if self._async else None):
-            if client is not None and client.model:
-                return client.model
-        return None
-
-    def sync(self) -> RerankClient:
-        """The sync client, created on first use and reused."""
-        client = self._sync
-        if client is None:
-            with _CREATE_LOCK:
-                if self._sync is None:
-                    self._sync = RerankClient(**self._options, http_client=self._http_client)
-                client = self._sync
-        return client
-
-    def for_running_loop(self) -> AsyncRerankClient:
-        """The async client for the running event loop, created on first use and reused.
-
-        An ``httpx.AsyncClient``'s connections belong to the loop that opened them, so a
-        new loop (a second ``asyncio.run``) gets a new client instead of dead connections.
-        """
-        loop = asyncio.get_running_loop()
-        cached = self._async
-        if cached is not None and cached[0] is loop:
-            return cached[1]
-        client = AsyncRerankClient(**self._options, http_client=self._http_async_client)
-        self._async = (loop, client)
-        return client
-
-    def close(self) -> None:
-        """Close the sync client's connections (if one was created). Later calls reconnect."""
-        with _CREATE_LOCK:
-            client, self._sync = self._sync, None
-        if client is not None:
-            client.close()
-
-    async def aclose(self) -> None:
-        """Close the async client's connections (if one was created). Later calls reconnect."""
-        cached, self._async = self._async, None
-        if cached is not None and cached[0] is asyncio.get_running_loop():
-            await cached[1].aclose()
-
-
-class CoreClientsMixin:
-    """The client methods of an adapter model, on its :class:`CoreClients`.
-
-    The model (pydantic) has the :data:`CLIENT_OPTIONS`, ``http_client`` and
-    ``http_async_client`` fields, declares ``_clients: CoreClients | None =
-    PrivateAttr(default=None)``, and resets ``_clients`` to ``None`` in its ``__copy__``
-    so that a copy (``model_copy``, possibly with new settings) builds its own clients.
-    """
-
-    _clients: CoreClients | None
-
-    def _core_clients(self) -> CoreClients:
-        """The core clients built from this object's settings, set up on first use."""
-        clients = self._clients
-        if clients is None:
-            with _CREATE_LOCK:
-                if self._clients is None:
-                    self._clients = CoreClients.of(self)
-                clients = self._clients
-        return clients
-
-    def _get_client(self) -> RerankClient:
-        """The sync client, created on first use and reused."""
-        return self._core_clients().sync()
-
-    def _get_async_client(self) -> AsyncRerankClient:
-        """The async client for the running event loop, created on first use and reused."""
-        return self._core_clients().for_running_loop()
-
-    def close(self) -> None:
-        """Close the sync client's connections (if one was created). Later calls reconnect."""
-        self._core_clients().close()
-
-    async def aclose(self) -> None:
-        """Close the async client's connections (if one was created). Later calls reconnect."""
-        await self._core_clients().aclose()

@@ -32,6 +32,7 @@ __all__ = [
     "parse_tokenize",
     "plan_batches",
     "score_call",
+    "status_error",
     "tokenize_call",
 ]
 
@@ -50,6 +51,13 @@ class Call:
     method: str
     path: str
     json: dict[str, Any] | None = field(default=None)
+    #: Error statuses handed back to the flow as answers instead of raised (never retried).
+    tolerate: tuple[int, ...] = ()
+
+
+#: One side of a pair as vLLM's score API takes it: a string, or (for multimodal models)
+#: ``{"content": [{"type": "image_url", ...}, {"type": "text", ...}]}``.
+ScoreParam = str | dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +69,8 @@ class ScoreBatch:
     """
 
     start: int
-    text_1: str
-    texts_2: list[str]
+    text_1: ScoreParam
+    texts_2: list[ScoreParam]
     raw: bool = False
     instruction: str | None = None
 
@@ -73,11 +81,13 @@ class ServedModel:
 
     name: str
     max_model_len: int | None
+    #: What the server loaded (``--model``): a local directory or a hub id.
+    root: str | None = None
 
 
 def plan_batches(
-    text_1: str,
-    texts_2: Sequence[str],
+    text_1: ScoreParam,
+    texts_2: Sequence[ScoreParam],
     batch_size: int,
     *,
     raw: bool = False,
@@ -90,14 +100,19 @@ def plan_batches(
     ]
 
 
-def score_call(model: str, batch: ScoreBatch) -> Call:
-    """A 1:N ``/v1/score`` request: the shared query prefix against each document."""
+def score_call(model: str | None, batch: ScoreBatch, *, tolerate: tuple[int, ...] = ()) -> Call:
+    """A 1:N ``/v1/score`` request: the shared query prefix against each document.
+
+    Without ``model`` the server scores with the one model it serves.
+    """
+    body: dict[str, Any] = {"model": model} if model is not None else {}
     if batch.raw:
-        body: dict[str, Any] = {"model": model, "queries": batch.text_1, "documents": batch.texts_2}
+        body.update(queries=batch.text_1, documents=batch.texts_2)
         if batch.instruction is not None:
             body["instruction"] = batch.instruction
-        return Call("POST", SCORE_PATH, body)
-    return Call("POST", SCORE_PATH, {"model": model, "text_1": batch.text_1, "text_2": batch.texts_2})
+    else:
+        body.update(text_1=batch.text_1, text_2=batch.texts_2)
+    return Call("POST", SCORE_PATH, body, tolerate)
 
 
 def models_call() -> Call:
@@ -134,10 +149,18 @@ def _server_message(response: httpx.Response) -> str:
     return str(body)[:500]
 
 
+def status_error(response: httpx.Response) -> RerankHTTPError | None:
+    """The error a non-2xx answer stands for, or ``None`` for a success."""
+    if response.is_success:
+        return None
+    return RerankHTTPError(str(response.request.url), response.status_code, _server_message(response))
+
+
 def check_status(response: httpx.Response) -> None:
     """Raise :class:`RerankHTTPError` for any non-2xx answer."""
-    if not response.is_success:
-        raise RerankHTTPError(str(response.request.url), response.status_code, _server_message(response))
+    error = status_error(response)
+    if error is not None:
+        raise error
 
 
 def _json_body(response: httpx.Response) -> Any:
@@ -161,7 +184,14 @@ def parse_models(response: httpx.Response) -> list[ServedModel]:
         if not isinstance(name, str):
             raise MalformedResponseError(url, "model entries without a string 'id'")
         length = item.get("max_model_len")
-        models.append(ServedModel(name, length if isinstance(length, int) and length > 0 else None))
+        root = item.get("root")
+        models.append(
+            ServedModel(
+                name,
+                length if isinstance(length, int) and length > 0 else None,
+                root if isinstance(root, str) else None,
+            )
+        )
     return models
 
 

@@ -1,9 +1,14 @@
 """Retries with backoff and jitter, spread over one or more vLLM endpoints.
 
 Pure state, no I/O and no sleeping: the clients ask an :class:`Attempts` where to send
-next and how long to wait first, and report what happened. Scoring is idempotent, so
-a request is retried on connection errors and on 429/500/502/503/504, never on
-400/401/404/422 (those would fail again).
+next and how long to wait first, and report what happened.
+
+What is retried: a request that certainly did not reach the model (connection refused or
+reset, no answer to the connection attempt, HTTP 429/502/503) or failed inside it (500).
+What is not: 400/401/404/422 (they would fail again), and a request that timed out while
+the server had it (read/write timeout, HTTP 504 from a gateway): the server is most likely
+still computing it, and sending the same batch again would double the load on a server
+that is already too slow. Such a call fails once, with :class:`RerankTimeoutError`.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from .errors import InvalidInput, Qwen3RerankError, RerankConnectionError, Reran
 
 __all__ = ["RETRYABLE_STATUS", "Attempts", "Endpoints", "RetryPolicy"]
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503})
 
 Clock = Callable[[], float]
 
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How hard to try one request.
+    """How hard to try one request; pass one as ``retry=`` to a client.
+
+    ``RetryPolicy(max_attempts=1)`` turns retries off.
 
     Args:
         max_attempts: tries per request, the first included (1 = no retries).
@@ -50,7 +57,7 @@ class RetryPolicy:
 def retryable(error: Qwen3RerankError) -> bool:
     if isinstance(error, RerankHTTPError):
         return error.status_code in RETRYABLE_STATUS
-    return isinstance(error, (RerankConnectionError, TimeoutError))
+    return isinstance(error, RerankConnectionError)
 
 
 class Endpoints:
@@ -115,7 +122,7 @@ class Attempts:
     def failed(self, url: str, error: Qwen3RerankError) -> None:
         """Record a failure; raise the final error if no further try is allowed."""
         self._errors.append((url, error))
-        if isinstance(error, (RerankConnectionError, TimeoutError)):
+        if isinstance(error, RerankConnectionError):
             self._endpoints.failed(url)
         out_of_time = self._clock() - self._started >= self._policy.deadline
         if not retryable(error) or self._tries >= self._policy.max_attempts or out_of_time:

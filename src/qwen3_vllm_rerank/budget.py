@@ -14,7 +14,7 @@ suffix always survive. Policies for a document that does not fit:
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -46,9 +46,8 @@ class PreparedDocument:
     truncated: bool = False
 
 
-def _surely_fits(text_1: str, document: str, max_tokens: int) -> bool:
+def _surely_fits(text: str, max_tokens: int) -> bool:
     """True without tokenising: a byte-level BPE token covers at least one byte."""
-    text = text_1 + format_document(document)
     if not unicodedata.is_normalized("NFC", text):
         text = unicodedata.normalize("NFC", text)
     return len(text.encode("utf-8")) <= max_tokens
@@ -60,50 +59,75 @@ def fit_documents(
     *,
     max_tokens: int | None,
     policy: LongDocuments,
-    tokens: TokenSource | None,
+    tokens: Callable[[], TokenSource | None],
+    format_document: Callable[[str], str] = format_document,
+    fixed_tokens: Sequence[int] | None = None,
 ) -> Flow[list[PreparedDocument]]:
-    """Decide what to send for each document so every pair fits in ``max_tokens``."""
+    """Decide what to send for each document so every pair fits in ``max_tokens``.
+
+    ``format_document`` is the prompt family's document template; ``fixed_tokens[i]``
+    counts the tokens of pair ``i`` that are not text (images, on both sides), which
+    cannot be cut. ``tokens`` is called only when some document may not fit (loading a
+    tokenizer costs half a second; most calls never need one).
+    """
     prepared = [PreparedDocument([d]) for d in documents]
     if max_tokens is None:
         return prepared
-    suspects = [i for i, d in enumerate(documents) if not _surely_fits(text_1, d, max_tokens)]
+    fixed = list(fixed_tokens) if fixed_tokens is not None else [0] * len(documents)
+    suspects = [
+        i
+        for i, d in enumerate(documents)
+        if not _surely_fits(text_1 + format_document(d), max_tokens - fixed[i])
+    ]
     if not suspects:
         return prepared
-    if tokens is None:
+    source = tokens()
+    if source is None:
         raise InvalidInput(
             f"{len(suspects)} document(s) may exceed the server's {max_tokens}-token context and no "
             "tokenizer is available to measure them: pass tokenizer= (the checkpoint directory or hub id)"
         )
-    head, empty = yield from tokens.count([text_1, format_document("")])
-    room = max_tokens - head - empty
-    if room < 1:
-        raise InvalidInput(
-            f"the query and instruction take {head} tokens and the template {empty} more, which leaves "
-            f"no room for a document in the server's {max_tokens}-token context; shorten the query"
-        )
-    lengths = yield from tokens.count([format_document(documents[i]) for i in suspects])
+    text_head, empty = yield from source.count([text_1, format_document("")])
+    lengths = yield from source.count([format_document(documents[i]) for i in suspects])
     for i, length in zip(suspects, lengths, strict=True):
+        head = text_head + fixed[i]
         if head + length <= max_tokens:
             continue
+        room = max_tokens - head - empty
+        if room < 1:
+            raise InvalidInput(
+                f"the query and instruction take {head} tokens (images included, for documents[{i}]) and "
+                f"the template {empty} more, which leaves no room for a document in the server's "
+                f"{max_tokens}-token context; shorten the query or use smaller images"
+            )
         if policy == "error":
             raise InvalidInput(
                 f"documents[{i}] needs {head + length} tokens with the query and template, over the "
                 f"server's {max_tokens}; shorten it, or use long_documents='truncate' or 'chunk'"
             )
-        pieces = yield from _fit_pieces(tokens, documents[i], room, head, max_tokens, policy == "chunk")
+        pieces = yield from _fit_pieces(
+            source, documents[i], room, head, max_tokens, policy == "chunk", format_document
+        )
         prepared[i] = PreparedDocument(pieces, truncated=policy == "truncate")
     return prepared
 
 
 def _fit_pieces(
-    tokens: TokenSource, document: str, room: int, head: int, max_tokens: int, chunk: bool
+    tokens: TokenSource,
+    document: str,
+    room: int,
+    head: int,
+    max_tokens: int,
+    chunk: bool,
+    format_document: Callable[[str], str],
 ) -> Flow[list[str]]:
-    """Windows (or the first window) of ``document`` that each fit, verified by counting."""
+    """Windows (or, to truncate, only the head) of ``document`` that each fit, verified by counting."""
     size = max(1, room - _SEAM_SLACK)
     for _ in range(_MAX_REFITS):
-        pieces = yield from tokens.windows(document, size)
-        if not chunk:
-            pieces = pieces[:1]
+        if chunk:
+            pieces = yield from tokens.windows(document, size)
+        else:
+            pieces = [(yield from tokens.head(document, size))]
         lengths = yield from tokens.count([format_document(p) for p in pieces])
         excess = max(head + n for n in lengths) - max_tokens
         if excess <= 0:

@@ -111,15 +111,20 @@ class _LogFollower(threading.Thread):
 def _convert(args: argparse.Namespace) -> int:
     from .convert import convert_checkpoint
 
+    verify = "model" if args.verify_model else args.verify
     dst = convert_checkpoint(
         args.src,
         args.dst,
         yes_token=args.yes_token,
         no_token=args.no_token,
-        verify=args.verify,
+        verify=verify,
         link=args.link,
     )
-    check = "verified against the original" if args.verify else "not verified (--no-verify)"
+    check = {
+        True: "verified against the original (files and tensors)",
+        "model": "verified against the original (files, tensors and logits)",
+        False: "not verified (--no-verify)",
+    }[verify]
     print(f"wrote {dst}: a Qwen3ForSequenceClassification checkpoint, {check}")
     print(f"serve it with: {PROG} serve {dst}")
     return 0
@@ -173,8 +178,11 @@ def _serve(args: argparse.Namespace) -> int:
                 follower.start()
             logger.info("vLLM's log: %s", log_file)
             server.start()
-            plan = server.plan.describe() if server.plan else ""
-            print(f"vLLM is serving {server.served_model_name} at {server.base_url} ({plan})\n", flush=True)
+            plan = server.plan.summary() if server.plan else ""
+            print(f"vLLM is serving {server.served_model_name} at {server.base_url} ({plan})", flush=True)
+            for warning in server.plan.warnings if server.plan else ():
+                print(f"WARNING: {warning}", flush=True)
+            print(flush=True)
             print(_snippet(server.base_url, server.served_model_name, bool(args.api_key)), flush=True)
             print("Press Ctrl-C to stop.", flush=True)
             process = server.process
@@ -255,8 +263,17 @@ def _rerank(args: argparse.Namespace) -> int:
 
 
 def _make_fixture(args: argparse.Namespace) -> int:
-    from .testing import QWEN3_0_6B_SHAPE, TINY_SHAPE, make_fixture_checkpoint
+    from .testing import QWEN3_0_6B_SHAPE, TINY_SHAPE, make_fixture_checkpoint, make_vl_fixture_checkpoint
 
+    if args.vl:
+        if args.shape != "tiny" or args.max_shard_size:
+            raise SystemExit(
+                "make-fixture: --vl builds the tiny Qwen3-VL shape only (no --shape, --max-shard-size)"
+            )
+        vl_path = make_vl_fixture_checkpoint(args.dir, tied=not args.untied, dtype=args.dtype, seed=args.seed)
+        kind = "untied" if args.untied else "tied"
+        print(f"wrote {vl_path}: a random-weight tiny Qwen3-VL-Reranker checkpoint ({kind}, {args.dtype})")
+        return 0
     shape = {"tiny": TINY_SHAPE, "0.6b": QWEN3_0_6B_SHAPE}[args.shape]
     path = make_fixture_checkpoint(
         args.dir,
@@ -312,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Convert an original Qwen3-Reranker checkpoint (Qwen3ForCausalLM) into a "
             "Qwen3ForSequenceClassification checkpoint with score.weight = W[yes] - W[no], streaming "
             "tensors (memory does not grow with the model). vLLM serves the result with --runner "
-            "pooling alone; transformers and sentence-transformers load it as a cross-encoder."
+            "pooling alone; transformers and sentence-transformers load it as a cross-encoder "
+            "(with Qwen3-Reranker's prompt in its chat_template.jinja)."
         ),
     )
     convert.add_argument("src", metavar="SRC", help="the original checkpoint: a directory or a hub id")
@@ -321,8 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--verify",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="check the converted logits against the original with transformers (loads both models, "
-        "one at a time, in float32: about 4 bytes per parameter of memory); default: on",
+        help="read the result back against the original: every tensor, score.weight = W[yes] - W[no], "
+        "config and tokenizer files (streaming, as cheap as converting); default: on",
+    )
+    convert.add_argument(
+        "--verify-model",
+        action="store_true",
+        help="also compare the converted logits with the original's on templated pairs, with transformers "
+        "(needs torch; loads both models one at a time in float32: about 4 bytes per parameter of memory)",
     )
     convert.add_argument(
         "--link", action="store_true", help="hard-link shards that need no change instead of copying them"
@@ -337,11 +361,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a vLLM server for a checkpoint and print how to use it",
         usage=f"{PROG} serve [options] MODEL [-- VLLM_ARGS ...]",
         description=(
-            "Start vLLM for an original or converted Qwen3-Reranker checkpoint with the right flags, "
-            "wait until it scores correctly, print its URL and ready-to-paste LangChain/LlamaIndex "
-            "code, and stream its log to stderr. Ctrl-C or SIGTERM stops it and every worker."
+            "Start vLLM for an original or converted Qwen3-Reranker (text or Qwen3-VL) checkpoint with "
+            "the right flags, wait until it scores correctly, print its URL and ready-to-paste "
+            "LangChain/LlamaIndex code, and stream its log to stderr. Ctrl-C or SIGTERM stops it and "
+            "every worker."
         ),
-        epilog="Arguments after `--` go to vLLM unchanged, e.g. `-- --dtype float32 --block-size 32`.",
+        epilog=(
+            "Arguments after `--` go to vLLM unchanged and win over the chosen ones, e.g. "
+            "`-- --dtype bfloat16 --block-size 64` or `-- --data-parallel-size 2` (one engine per "
+            "replica, each with its own KV cache). On vLLM's CPU build the dtype follows the CPU: "
+            "float32 when it has no native bfloat16 (no avx512_bf16/amx_bf16), else the checkpoint's."
+        ),
     )
     serve.add_argument("model", metavar="MODEL", help="a checkpoint directory or a hub id")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -352,7 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Python that has vLLM installed (default: $QWEN3_VLLM_RERANK_SERVER_PYTHON, else this one)",
     )
     serve.add_argument("--max-model-len", type=_positive_int, help="longest prompt in tokens (default: 8192)")
-    serve.add_argument("--api-key", help="require this API key on /v1 routes")
+    serve.add_argument(
+        "--api-key",
+        help="require this API key on vLLM's /v1, /v2, /inference and /cohere paths (vLLM leaves /score, "
+        "/rerank, /tokenize, /metrics, ... open: on a non-loopback --host, keep the port private)",
+    )
     serve.add_argument(
         "--startup-timeout", type=float, default=600.0, help="seconds to wait for the server (default: 600)"
     )
@@ -403,6 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--shape", choices=["tiny", "0.6b"], default="tiny", help="tiny (default) or Qwen3-Reranker-0.6B's"
     )
     fixture.add_argument("--max-shard-size", help='shard the weights, e.g. "500MB"')
+    fixture.add_argument(
+        "--vl", action="store_true", help="a tiny Qwen3-VL-Reranker (Qwen3VLForConditionalGeneration) instead"
+    )
     fixture.set_defaults(handler=_make_fixture)
     return parser
 

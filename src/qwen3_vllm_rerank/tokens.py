@@ -9,6 +9,7 @@ server's ``/tokenize`` and ``/detokenize`` endpoints. Every method is a flow (se
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,14 @@ from .errors import InvalidInput
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-__all__ = ["LocalTokens", "ServerTokens", "TokenSource", "load_tokenizer"]
+__all__ = [
+    "QWEN3_ADDED_TOKENS",
+    "LocalTokens",
+    "ServerTokens",
+    "TokenSource",
+    "checkpoint_added_tokens",
+    "load_tokenizer",
+]
 
 logger = logging.getLogger("qwen3_vllm_rerank")
 
@@ -50,6 +58,24 @@ class TokenSource(Protocol):
     def windows(self, text: str, max_tokens: int) -> Flow[list[str]]:
         """Consecutive pieces of ``text`` of at most about ``max_tokens`` tokens each."""
         ...
+
+    def head(self, text: str, max_tokens: int) -> Flow[str]:
+        """The first piece :meth:`windows` would give, without computing the others."""
+        ...
+
+
+def checkpoint_added_tokens(directory: str | Path) -> tuple[str, ...] | None:
+    """The added-token strings a local checkpoint declares in ``tokenizer_config.json``
+    (a few kB, read in microseconds: no need to load the 11 MB ``tokenizer.json``), or
+    ``None`` when the directory has no such file."""
+    path = Path(directory, "tokenizer_config.json")
+    if not path.is_file():
+        return None
+    try:
+        decoder = json.loads(path.read_text(encoding="utf-8")).get("added_tokens_decoder") or {}
+        return tuple(str(entry["content"]) for entry in decoder.values())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def load_tokenizer(source: str | Path) -> Tokenizer:
@@ -89,6 +115,10 @@ class LocalTokens:
         bounds = [0, *starts, len(text)]
         return immediate([text[a:b] for a, b in itertools.pairwise(bounds) if b > a] or [""])
 
+    def head(self, text: str, max_tokens: int) -> Flow[str]:
+        offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
+        return immediate(text[: offsets[max_tokens][0]] if len(offsets) > max_tokens else text)
+
 
 class ServerTokens:
     """Token arithmetic through the server's ``/tokenize`` and ``/detokenize``.
@@ -113,3 +143,11 @@ class ServerTokens:
         pieces = yield [proto.detokenize_call(self.model, chunk) for chunk in chunks]
         # A cut inside a multi-byte character decodes to U+FFFD at the seam; drop it.
         return [proto.parse_detokenize(r).strip("\ufffd") for r in pieces]
+
+    def head(self, text: str, max_tokens: int) -> Flow[str]:
+        (response,) = yield [proto.tokenize_call(self.model, text)]
+        ids = proto.parse_tokenize(response)
+        if len(ids) <= max_tokens:
+            return text
+        (piece,) = yield [proto.detokenize_call(self.model, ids[:max_tokens])]
+        return proto.parse_detokenize(piece).strip("\ufffd")

@@ -11,13 +11,12 @@ from __future__ import annotations
 from langchain_core.cross_encoders import BaseCrossEncoder
 
 from qwen3_vllm_rerank import InvalidInput
-
-from ._base import Qwen3VLLMClientSettings
+from qwen3_vllm_rerank._adapters import ClientSettings
 
 __all__ = ["Qwen3VLLMCrossEncoder"]
 
 
-class Qwen3VLLMCrossEncoder(Qwen3VLLMClientSettings, BaseCrossEncoder):
+class Qwen3VLLMCrossEncoder(ClientSettings, BaseCrossEncoder):
     """Score (query, document) pairs with Qwen3-Reranker served by vLLM.
 
     Example:

@@ -26,11 +26,10 @@ from llama_index_instrumentation.span_handlers import SimpleSpanHandler
 
 import llama_index.postprocessor.qwen3_vllm_rerank as package
 from llama_index.postprocessor.qwen3_vllm_rerank import Qwen3VLLMReranker
-from qwen3_vllm_rerank import API_KEY_ENV, InvalidInput, RerankClient, RerankConnectionError
-
-from .conftest import Served
-from .corpus import pydoc_paragraphs
-from .recording import RequestLog, closed_port_url
+from qwen3_vllm_rerank import API_KEY_ENV, InvalidInput, RerankClient, RerankConnectionError, RetryPolicy
+from tests.corpus import pydoc_paragraphs
+from tests.fixtures import Served
+from tests.recording import RequestLog, closed_port_url
 
 QUERY = "How does the with statement call __enter__ and __exit__ on a context manager?"
 
@@ -327,8 +326,7 @@ def test_serialisation_never_leaks_the_api_key(served: Served, monkeypatch: pyte
         long_documents="chunk",
         max_length=1024,
         template="client",
-        max_attempts=2,
-        retry_deadline=30.0,
+        retry=RetryPolicy(max_attempts=2, deadline=30.0),
         cache_size=16,
         http_client=http,
     )
@@ -347,8 +345,7 @@ def test_serialisation_never_leaks_the_api_key(served: Served, monkeypatch: pyte
         "long_documents": "chunk",
         "max_length": 1024,
         "template": "client",
-        "max_attempts": 2,
-        "retry_deadline": 30.0,
+        "retry": {"max_attempts": 2, "deadline": 30.0, "backoff": 0.2, "max_backoff": 5.0, "cooldown": 10.0},
         "cache_size": 16,
         "tokenizer": None,
     }
@@ -377,8 +374,9 @@ def test_serialisation_never_leaks_the_api_key(served: Served, monkeypatch: pyte
         lambda: Qwen3VLLMReranker(max_length=0),
         lambda: Qwen3VLLMReranker(long_documents="cut"),  # type: ignore[arg-type]
         lambda: Qwen3VLLMReranker(template="jinja"),  # type: ignore[arg-type]
-        lambda: Qwen3VLLMReranker(max_attempts=0),
-        lambda: Qwen3VLLMReranker(retry_deadline=-1),
+        lambda: Qwen3VLLMReranker(retry={"max_attempts": 0}),
+        lambda: Qwen3VLLMReranker(retry={"deadline": -1}),
+        lambda: Qwen3VLLMReranker(max_attempts=2),  # type: ignore[call-arg]  # now retry=RetryPolicy(...)
         lambda: Qwen3VLLMReranker(cache_size=-1),
         lambda: Qwen3VLLMReranker(on_error="ignore"),  # type: ignore[arg-type]
     ],
@@ -454,7 +452,7 @@ async def test_cache_size_reaches_the_client(served: Served) -> None:
     assert "/v1/score" not in log.paths + alog.paths, "answered from the cache"
 
 
-def test_replicas_and_max_attempts_reach_the_client(served: Served, core: RerankClient) -> None:
+def test_replicas_and_the_retry_policy_reach_the_client(served: Served, core: RerankClient) -> None:
     inputs = _inputs()
     expected = core_scores(core, QUERY, inputs)
     down = closed_port_url()
@@ -462,7 +460,8 @@ def test_replicas_and_max_attempts_reach_the_client(served: Served, core: Rerank
     assert_reranked(reranker.postprocess_nodes(inputs, query_str=QUERY), inputs, expected, top_n=None)
     log = RequestLog()
     with log.client() as http:
-        failing = Qwen3VLLMReranker(base_url=down, model="m", max_attempts=2, http_client=http)
+        retry = RetryPolicy(max_attempts=2)
+        failing = Qwen3VLLMReranker(base_url=down, model="m", retry=retry, http_client=http)
         with pytest.raises(RerankConnectionError):
             failing.postprocess_nodes(inputs, query_str=QUERY)
     assert len(log.paths) == 2, "one try and one retry"

@@ -1,4 +1,8 @@
-"""Shared fixtures: fixture checkpoints and real vLLM servers, built once per session."""
+"""Session fixtures for the three test trees: fixture checkpoints and real vLLM servers, built once.
+
+A pytest plugin, registered by the repository's root ``conftest.py`` for ``tests/`` and for each
+adapter's ``tests/``; the classes are imported by the tests that need their types.
+"""
 
 from __future__ import annotations
 
@@ -91,6 +95,14 @@ class ServerPool:
         for served in self._running.values():
             served.server.stop()
         self._running.clear()
+
+
+@pytest.fixture(autouse=True)
+def _vllm_only_in_vllm_tests(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test not marked ``vllm`` (conftest.py marks every user of ``server_python``) runs without
+    ``$QWEN3_VLLM_RERANK_SERVER_PYTHON``: if it starts a server anyway, it fails, in either tier."""
+    if request.node.get_closest_marker("vllm") is None:
+        monkeypatch.delenv(SERVER_PYTHON_ENV, raising=False)
 
 
 @pytest.fixture(scope="session")

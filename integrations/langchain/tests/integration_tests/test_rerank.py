@@ -28,11 +28,11 @@ from qwen3_vllm_rerank import (
     Qwen3RerankError,
     RerankClient,
     RerankConnectionError,
+    RetryPolicy,
 )
-
-from .conftest import Served
-from .corpus import pydoc_paragraphs
-from .recording import RequestLog, closed_port_url
+from tests.corpus import pydoc_paragraphs
+from tests.fixtures import Served
+from tests.recording import RequestLog, closed_port_url
 
 QUERY = "How does the with statement call __enter__ and __exit__ on a context manager?"
 
@@ -331,8 +331,9 @@ def test_connection_errors_are_typed_through_a_pipeline(bm25: BM25Retriever) -> 
         lambda: Qwen3VLLMReranker(max_length=0),
         lambda: Qwen3VLLMReranker(long_documents="cut"),  # type: ignore[arg-type]
         lambda: Qwen3VLLMReranker(template="jinja"),  # type: ignore[arg-type]
-        lambda: Qwen3VLLMReranker(max_attempts=0),
-        lambda: Qwen3VLLMReranker(retry_deadline=0),
+        lambda: Qwen3VLLMReranker(retry={"max_attempts": 0}),
+        lambda: Qwen3VLLMReranker(retry={"deadline": 0}),
+        lambda: Qwen3VLLMReranker(max_attempts=2),  # type: ignore[call-arg]  # now retry=RetryPolicy(...)
         lambda: Qwen3VLLMReranker(cache_size=-1),
         lambda: Qwen3VLLMReranker(on_error="ignore"),  # type: ignore[arg-type]
         lambda: Qwen3VLLMCrossEncoder(on_error="passthrough"),  # type: ignore[call-arg]  # no way to mark
@@ -351,7 +352,7 @@ def test_settings_are_fixed_once_built_and_copies_build_their_own_client(served:
     reranker.top_n = 1  # result shaping may change at any time
     assert len(reranker.compress_documents(_documents(), QUERY)) == 1
     moved = reranker.model_copy(update={"base_url": closed_port_url()})
-    assert moved._client is None
+    assert moved._clients.sync is None
     with pytest.raises(RerankConnectionError):
         moved.compress_documents(_documents(), QUERY)
     assert len(reranker.compress_documents(_documents(), QUERY)) == 1
@@ -425,10 +426,11 @@ def test_a_list_of_replicas_and_a_path_tokenizer_reach_the_client(served: Served
     assert_reranked(joined.compress_documents(documents, QUERY), documents, expected, top_n=None)
 
 
-def test_max_attempts_reaches_the_client() -> None:
+def test_retry_policy_reaches_the_client() -> None:
     log = RequestLog()
     with log.client() as http:
-        reranker = Qwen3VLLMReranker(base_url=closed_port_url(), model="m", max_attempts=2, http_client=http)
+        retry = RetryPolicy(max_attempts=2)
+        reranker = Qwen3VLLMReranker(base_url=closed_port_url(), model="m", retry=retry, http_client=http)
         with pytest.raises(RerankConnectionError):
             reranker.compress_documents(_documents(), QUERY)
     assert len(log.paths) == 2, "one try and one retry"

@@ -1,0 +1,109 @@
+"""Which dtype this machine's CPU computes fast, and so which ``--dtype`` the CPU build of vLLM gets."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["CpuInfo", "DtypeChoice", "choose_dtype", "read_cpu_info"]
+
+_HALF_DTYPES = ("bfloat16", "float16")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuInfo:
+    """The CPU's architecture and feature flags (``/proc/cpuinfo``: ``flags`` on x86, ``Features`` on ARM)."""
+
+    machine: str
+    flags: frozenset[str]
+
+    def native(self, dtype: str) -> str | None:
+        """The flag that says ``dtype`` runs natively here, or None when none does."""
+        wanted = _NATIVE_FLAGS.get(self.family, {}).get(dtype, ())
+        return next((flag for flag in wanted if flag in self.flags), None)
+
+    @property
+    def family(self) -> str:
+        machine = self.machine.lower()
+        if machine in ("x86_64", "amd64", "i686", "i386"):
+            return "x86"
+        if machine in ("aarch64", "arm64"):
+            return "arm"
+        return machine
+
+    @property
+    def known(self) -> bool:
+        return self.family in _NATIVE_FLAGS and bool(self.flags)
+
+
+#: Flags that mean a 16-bit float type is computed natively rather than emulated through float32.
+_NATIVE_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
+    "x86": {"bfloat16": ("avx512_bf16", "amx_bf16"), "float16": ("avx512_fp16", "amx_fp16")},
+    "arm": {"bfloat16": ("bf16",), "float16": ("asimdhp",)},
+}
+
+
+def read_cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
+    """This machine's CPU flags; empty when they cannot be read (not Linux, or no flags line)."""
+    flags: frozenset[str] = frozenset()
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags = frozenset(value.split())
+            break
+    return CpuInfo(platform.machine(), flags)
+
+
+@dataclass(frozen=True, slots=True)
+class DtypeChoice:
+    """The ``--dtype`` to pass (None: leave it to vLLM) and why."""
+
+    dtype: str | None
+    reason: str
+    flag: bool  # whether the plan adds --dtype itself
+
+
+def choose_dtype(
+    stored: str | None, *, cpu: bool, user_dtype: str | None, cpu_info: CpuInfo | None
+) -> DtypeChoice:
+    """The dtype the server should compute in, for a checkpoint stored in ``stored`` (None: unknown).
+
+    The user's ``--dtype`` always wins. On GPUs vLLM's own choice stands. On the CPU build, vLLM
+    0.32 resolves ``auto`` to the checkpoint's dtype whenever the platform lists it, and it lists
+    bfloat16 on every x86 and Linux ARM CPU (``CpuPlatform.supported_dtypes``; only macOS ARM checks
+    ``FEAT_BF16``). On a CPU without native bfloat16 (no ``avx512_bf16`` / ``amx_bf16`` on x86, no
+    ``bf16`` on ARM) that is emulated and measured ~4.8x slower than float32 on 2 AVX-512 cores,
+    so a 16-bit checkpoint is served in float32 there, and in its own dtype where it is native. A
+    float32 checkpoint stays float32 (vLLM would cast a float32 pooling model to float16, which
+    most CPUs emulate too). When the CPU's flags cannot be read, vLLM decides.
+    """
+    if user_dtype is not None:
+        if user_dtype == "auto":
+            return DtypeChoice(None, "vLLM's choice (--dtype auto, yours)", flag=False)
+        return DtypeChoice(user_dtype, "yours", flag=False)
+    if not cpu:
+        return DtypeChoice(None, "vLLM's choice", flag=False)
+    if stored is None:
+        return DtypeChoice(None, "vLLM's choice (config.json states no dtype)", flag=False)
+    if stored not in _HALF_DTYPES:
+        return DtypeChoice(stored, "the checkpoint's; vLLM's auto would cast it to float16", flag=True)
+    if cpu_info is None or not cpu_info.known:
+        where = f"this {cpu_info.machine} machine" if cpu_info else "the server's machine"
+        return DtypeChoice(None, f"vLLM's choice (the CPU features of {where} are unknown)", flag=False)
+    native = cpu_info.native(stored)
+    if native:
+        return DtypeChoice(
+            stored, f"the checkpoint's; this CPU computes {stored} natively ({native})", flag=True
+        )
+    expected = " or ".join(_NATIVE_FLAGS[cpu_info.family][stored])
+    return DtypeChoice(
+        "float32",
+        f"the checkpoint is {stored} but this CPU has no native {stored} (no {expected} flag): "
+        "emulating it is several times slower than float32",
+        flag=True,
+    )

@@ -1,0 +1,119 @@
+"""Writing the plan: safetensors files tensor by tensor, their bytes copied by the kernel, never loaded."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConversionError
+from . import _sentence_transformers as st
+from ._plan import LM_HEAD, SCORE, Plan, is_copied
+from ._reading import DTYPE_SIZES, INDEX, Shard, Tensor
+
+logger = logging.getLogger("qwen3_vllm_rerank.convert")
+
+_CHUNK = 64 * 1024 * 1024  # bytes per kernel copy call (progress granularity)
+BUFFER = 8 * 1024 * 1024  # bytes held in memory when the kernel cannot copy
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
+
+
+class Copier:
+    """Copies byte ranges between files: in the kernel when it can, else through a small buffer."""
+
+    def __init__(self, advance: Callable[[int], object], kernel: bool = True) -> None:
+        self.advance, self.kernel = advance, kernel and hasattr(os, "copy_file_range")
+
+    def copy(self, src_fd: int, offset: int, dst_fd: int, length: int) -> None:
+        end = offset + length
+        while offset < end:
+            copied = 0
+            if self.kernel:
+                with contextlib.suppress(OSError):  # not supported here: copy through a buffer
+                    copied = os.copy_file_range(src_fd, dst_fd, min(end - offset, _CHUNK), offset)
+                self.kernel = copied > 0  # some filesystems copy nothing instead of failing
+            if not self.kernel:
+                copied = _write_all(dst_fd, os.pread(src_fd, min(end - offset, BUFFER), offset))
+            if copied == 0:
+                raise ConversionError(f"unexpected end of file after copying {length - (end - offset)} bytes")
+            offset += copied
+            self.advance(copied)
+
+
+def rewrite_shard(shard: Shard, path: Path, score: tuple[Tensor, bytes] | None, copier: Copier) -> None:
+    """``shard`` without ``lm_head.weight`` (with ``score`` added), tensor by tensor, into ``path``."""
+    tensors = [t for name, t in shard.tensors.items() if name != LM_HEAD] + ([score[0]] if score else [])
+    tensors.sort(key=lambda t: (-DTYPE_SIZES[t.dtype], t.name))  # like safetensors: offsets stay aligned
+    header: dict[str, Any] = {"__metadata__": shard.metadata or {"format": "pt"}}
+    offset = 0
+    for t in tensors:
+        header[t.name] = {
+            "dtype": t.dtype,
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + t.nbytes],
+        }
+        offset += t.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, like safetensors writes
+    with shard.path.open("rb", buffering=0) as src, path.open("xb", buffering=0) as dst:
+        _write_all(dst.fileno(), struct.pack("<Q", len(encoded)) + encoded)
+        for tensor in tensors:
+            if score and tensor is score[0]:
+                _write_all(dst.fileno(), score[1])
+            else:
+                copier.copy(src.fileno(), tensor.start, dst.fileno(), tensor.nbytes)
+
+
+def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
+    if link:
+        try:
+            os.link(src.resolve(), dst)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+                raise
+            logger.warning("cannot hard-link %s into %s (%s); copying it", src.name, dst.parent, exc.strerror)
+    shutil.copyfile(src, dst)  # in the kernel on Linux (sendfile)
+
+
+def _dump_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write(plan: Plan, out: Path, *, link: bool, progress: bool | None) -> None:
+    """Write ``plan`` into the empty directory ``out``; ``progress=None`` shows a bar on a terminal only."""
+    from tqdm.auto import tqdm
+
+    source = plan.source
+    score = Tensor(SCORE, source.head.dtype, (1, source.head.shape[1]), 0, len(plan.score)), plan.score
+    disable = None if progress is None else not progress
+    total = sum(s.size for s in source.shards)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="converting", disable=disable) as bar:
+        copier = Copier(bar.update)
+        for shard in source.shards:
+            if shard.path in plan.rewritten:
+                rewrite_shard(shard, out / shard.path.name, score if shard is plan.home else None, copier)
+                bar.update(shard.size - sum(t.nbytes for n, t in shard.tensors.items() if n != LM_HEAD))
+            else:
+                _link_or_copy(shard.path, out / shard.path.name, link)
+                bar.update(shard.size)
+    if plan.index is not None:
+        _dump_json(out / INDEX, plan.index)
+    _dump_json(out / "config.json", plan.config)
+    for path in sorted(source.root.iterdir()):
+        if is_copied(path):
+            shutil.copyfile(path, out / path.name)
+    st.write(out)

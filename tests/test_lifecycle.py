@@ -1,0 +1,73 @@
+"""What a client costs and leaves behind: the first call, event loops, copies."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+
+import psutil
+import pytest
+
+from qwen3_vllm_rerank import AsyncRerankClient, RerankClient
+
+from .fixtures import Served
+from .recording import RequestLog
+
+QUERY = "what is a closure?"
+DOCS = ["A closure captures variables from its enclosing scope.", "Rivers flow to the sea."]
+
+
+def test_a_fresh_clients_first_call_pays_for_one_probe_and_the_scoring(served: Served) -> None:
+    # The served model is a local directory: its family comes from config.json and its
+    # neutralisation list from tokenizer_config.json; the 11 MB tokenizer.json is loaded
+    # only when a document may not fit, which these do.
+    log = RequestLog()
+    with log.client() as http, RerankClient(served.base_url, http_client=http) as client:
+        scores = client.score(QUERY, DOCS)
+        assert client._profile is not None
+        assert not client._profile.tokens.loaded
+    assert len(scores) == 2
+    assert log.paths == ["/v1/models", "/v1/score", "/v1/score"]  # listing + probe, then the call
+
+
+def test_the_tokenizer_is_loaded_when_a_document_may_not_fit(served: Served) -> None:
+    with RerankClient(served.base_url, max_length=200) as client:
+        (result,) = client.rerank(QUERY, ["word " * 200])
+        assert client._profile is not None
+        assert client._profile.tokens.loaded
+    assert result.truncated
+
+
+def _connections_to(base_url: str) -> int:
+    port = int(base_url.rsplit(":", 1)[1])
+    return sum(
+        1
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_one_async_client_serves_several_asyncio_runs_and_leaks_nothing(served: Served) -> None:
+    # Regression: a client used under a second asyncio.run replaced its connection pool and
+    # never closed the old one; aclose() from another loop dropped the client silently.
+    client = AsyncRerankClient(served.base_url, max_concurrency=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        first = asyncio.run(client.score(QUERY, DOCS))
+        assert _connections_to(served.base_url) == 0, "closed when its loop ended"
+        second = asyncio.run(client.score(QUERY, DOCS * 3))
+        asyncio.run(client.aclose())
+        gc.collect()
+    assert second == pytest.approx(first * 3, abs=1e-6)
+    assert _connections_to(served.base_url) == 0
+
+
+async def test_aclose_closes_the_pool_of_the_running_loop(served: Served) -> None:
+    client = AsyncRerankClient(served.base_url)
+    await client.score(QUERY, DOCS)
+    assert _connections_to(served.base_url) >= 1
+    await client.aclose()
+    assert _connections_to(served.base_url) == 0
+    assert len(await client.score(QUERY, DOCS)) == 2, "a later call reconnects"
+    await client.aclose()
