@@ -24,6 +24,7 @@ pytest_plugins = ["tests.fixtures"]
 SERVER_FIXTURE = "server_python"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SERVER_FIXTURE in getattr(item, "fixturenames", ()):

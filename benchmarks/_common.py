@@ -28,6 +28,7 @@ from typing import Any, Literal
 import httpx
 
 from qwen3_vllm_rerank import VLLMServer
+from qwen3_vllm_rerank._cpu import read_cpu_info
 from qwen3_vllm_rerank.server import plan_launch, read_config
 
 __all__ = [
@@ -38,7 +39,9 @@ __all__ = [
     "checkpoint",
     "cli",
     "common_parser",
+    "converted",
     "corpus",
+    "cpu_flags",
     "describe",
     "fmt",
     "header",
@@ -51,6 +54,7 @@ __all__ = [
     "serve",
     "setup_logging",
     "versions",
+    "vl_checkpoint",
 ]
 
 logger = logging.getLogger("benchmarks")
@@ -137,6 +141,45 @@ def machine() -> dict[str, str]:
     return {"cores": str(os.cpu_count()), "cpu": cpu_model, "gpu": gpu, "os": platform.platform()}
 
 
+#: CPU features that decide how fast 16-bit and 32-bit float math runs on x86 and ARM.
+CPU_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "bf16",  # ARM
+    "asimdhp",  # ARM
+)
+
+
+def cpu_flags() -> dict[str, bool]:
+    """Which of :data:`CPU_FLAGS` this CPU has (x86 ``flags`` / ARM ``Features`` in /proc/cpuinfo)."""
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip().lower() in ("flags", "features"):
+                flags = set(value.split())
+                break
+    arm = platform.machine().lower() in ("aarch64", "arm64")
+    wanted = [f for f in CPU_FLAGS if (f in ("bf16", "asimdhp")) == arm]
+    return {flag: flag in flags for flag in wanted}
+
+
+def cpu_flags_line() -> str:
+    """``"avx512f yes, avx512_bf16 no, ..."`` plus what torch dispatches to."""
+    flags = ", ".join(f"{flag} {'yes' if present else 'no'}" for flag, present in cpu_flags().items())
+    with contextlib.suppress(ImportError, AttributeError):
+        import torch
+
+        flags += f"; torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    return flags
+
+
 def _version(distribution: str) -> str:
     try:
         return importlib.metadata.version(distribution)
@@ -180,6 +223,7 @@ def header(title: str, python: str, workload: Mapping[str, object]) -> str:
         f"- machine: {info['cores']} cores, {info['cpu']}, GPU: {info['gpu']} ({info['os']}); "
         f"load average at start {os.getloadavg()[0]:.2f}"
     )
+    lines.append(f"- CPU flags: {cpu_flags_line()}")
     lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions(python).items()))
     lines.append("- workload: " + "; ".join(f"{k}: {v}" for k, v in workload.items()))
     lines.append(f"- date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
@@ -237,16 +281,21 @@ async def ainterleave(
 # --------------------------------------------------------------------------- corpus
 
 
-def corpus(n: int, *, min_chars: int = 200, max_chars: int = 600) -> list[str]:
-    """``n`` real English paragraphs (Python's own documentation), deterministic."""
+def corpus(n: int, *, min_chars: int = 200, max_chars: int = 600, whole: bool = False) -> list[str]:
+    """``n`` real English paragraphs (Python's own documentation), deterministic.
+
+    Paragraphs shorter than ``min_chars`` are skipped; longer than ``max_chars`` are cut there,
+    or skipped when ``whole`` (then every paragraph is a real one of min..max characters).
+    """
     from pydoc_data.topics import topics
 
     paragraphs: list[str] = []
     for key in sorted(topics):
         for block in re.split(r"\n\s*\n", topics[key]):
             text = " ".join(block.split())
-            if len(text) >= min_chars and text[0].isalpha():
-                paragraphs.append(text[:max_chars])
+            if len(text) < min_chars or not text[0].isalpha() or (whole and len(text) > max_chars):
+                continue
+            paragraphs.append(text[:max_chars])
     if len(paragraphs) < n:
         raise ValueError(f"the corpus has {len(paragraphs)} paragraphs, {n} asked")
     step = len(paragraphs) / n
@@ -328,6 +377,39 @@ def checkpoint(
     return Checkpoint(path, shape, dtype)
 
 
+def converted(ckpt: Checkpoint) -> Checkpoint:
+    """``ckpt`` converted to a one-logit seq-cls checkpoint (``convert_checkpoint``), built once.
+
+    It carries the Sentence Transformers files, so it loads as a ``CrossEncoder``.
+    """
+    from qwen3_vllm_rerank import convert_checkpoint
+
+    path = cache_dir() / f"{ckpt.path.name}-seq-cls"
+    if not (path / ".complete").exists():
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info("converting %s to %s", ckpt.path, path)
+        convert_checkpoint(ckpt.path, path, verify=False, progress=False)
+        (path / ".complete").write_text("")
+    return Checkpoint(path, ckpt.shape, ckpt.dtype)
+
+
+def vl_checkpoint() -> Checkpoint:
+    """The tiny random-weight Qwen3-VL-Reranker fixture (float32), built once."""
+    from qwen3_vllm_rerank.testing import make_vl_fixture_checkpoint
+
+    path = cache_dir() / "vl-tiny-float32"
+    if not (path / ".complete").exists():
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+        logger.info("building the tiny Qwen3-VL checkpoint in %s", path)
+        make_vl_fixture_checkpoint(path)
+        (path / ".complete").write_text("")
+    return Checkpoint(path, "vl-tiny", "float32")
+
+
 # --------------------------------------------------------------------------- servers
 
 
@@ -350,20 +432,24 @@ def serve(
     *,
     extra_args: Sequence[str] = (),
     library_defaults: bool = True,
-    max_model_len: int = 2048,
+    dtype: str | None = "checkpoint",
+    max_model_len: int | None = 2048,
     log_name: str = "server",
 ) -> VLLMServer:
     """A (not yet started) :class:`VLLMServer` for ``ckpt``.
 
+    ``dtype``: ``"checkpoint"`` passes ``--dtype`` with the checkpoint's dtype, a dtype passes
+    that, ``None`` lets :class:`VLLMServer` choose (its default, by CPU capability).
     ``library_defaults=False`` plans the launch without this library's throughput
     defaults, i.e. with vLLM's own block size and batch budget (the "before" case).
     """
     log_dir = cache_dir() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
+    chosen = ckpt.dtype if dtype == "checkpoint" else dtype
     server = VLLMServer(
         ckpt.path,
         python=python,
-        extra_args=["--dtype", ckpt.dtype, *extra_args],
+        extra_args=[*(["--dtype", chosen] if chosen else []), *extra_args],
         max_model_len=max_model_len,
         log_file=log_dir / f"{log_name}.log",
     )
@@ -376,6 +462,7 @@ def serve(
             env=server.env,
             max_model_len=max_model_len,
             throughput_defaults=False,
+            cpu_info=read_cpu_info() if cpu else None,
         )
     (log_dir / f"{log_name}.log").unlink(missing_ok=True)
     return server

@@ -1,6 +1,6 @@
 """Run the benchmarks, write ``benchmarks/results/``, plot throughput, refresh the README section.
 
-Runs client_overhead, concurrency, prefix_cache and vs_transformers in turn (each starts
+Runs client_overhead, concurrency, prefix_cache, vs_transformers and multimodal in turn (each starts
 and stops its own server), writes ``results/<name>.md`` and ``.json`` for each,
 ``results/throughput.png`` (docs/s and latency of AsyncRerankClient by batch size and
 concurrency), ``results/README.md`` (everything in one page), and replaces the text between
@@ -22,7 +22,7 @@ from typing import Any
 
 from _common import REPO, Result, md_table, setup_logging
 
-BENCHMARKS = ("client_overhead", "concurrency", "prefix_cache", "vs_transformers")
+BENCHMARKS = ("client_overhead", "concurrency", "prefix_cache", "vs_transformers", "multimodal")
 RESULTS = Path(__file__).resolve().parent / "results"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -65,7 +65,7 @@ def summary(results: list[Result], where: str = "benchmarks/results/") -> str:
     return (
         "\n"
         + md_table(["measure", "measured", "goal"], rows)
-        + f"\nMeasured on {machine_line(results)}; full tables: {links}. "
+        + f"\nMeasured on {machine_line(results)} ({flags_line(results)}); full tables: {links}. "
         "Regenerate with `python benchmarks/report.py`.\n\n"
         + f"![AsyncRerankClient throughput and latency]({where}throughput.png)\n\n"
     )
@@ -77,6 +77,18 @@ def machine_line(results: list[Result]) -> str:
             # "2 cores, <CPU>, GPU: none (<OS>); load ..." -> without the OS and the load
             return re.sub(r" \([^()]*\)$", "", line.removeprefix("- machine: ").split(";")[0])
     return "this machine"
+
+
+def flags_line(results: list[Result]) -> str:
+    """The CPU features that decide the dtype ("avx512_bf16 yes, amx_bf16 no, ..."), from a report."""
+    for result in results:
+        for line in result.markdown.splitlines():
+            if line.startswith("- CPU flags: "):
+                flags = line.removeprefix("- CPU flags: ").split(";")[0]
+                present = [f.split()[0] for f in flags.split(", ") if f.endswith(" yes")]
+                absent = [f.split()[0] for f in flags.split(", ") if f.endswith(" no")]
+                return f"CPU flags: {', '.join(present) or 'none listed'}; not: {', '.join(absent) or '-'}"
+    return "CPU flags not recorded"
 
 
 def update_readme(readme: Path, text: str) -> None:

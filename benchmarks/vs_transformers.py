@@ -1,29 +1,49 @@
-"""Client + vLLM vs Qwen's transformers reference code: docs/s and score agreement.
+"""VLLMServer + RerankClient vs the transformers stacks a user would pick, on realistic paragraphs.
 
-A random checkpoint of Qwen3-Reranker-0.6B's shape (real tokenizer), the same 32 real
-paragraphs and the same dtype on both sides. The reference is the model card's code:
-left padding, prefix/suffix tokens around the formatted pair, ``Qwen3ForCausalLM``
-logits at the last position, softmax over [no, yes], in batches. Interleaved in one run:
-``RerankClient.score``, one raw POST of the same pairs (what vLLM alone gives) and the
-reference. Goal: the client keeps >= 1.8x the reference's docs/s.
+A random checkpoint of Qwen3-Reranker-0.6B's shape (real tokenizer, bfloat16 weights like
+the published model) and its converted form (``convert_checkpoint``, which writes the
+Sentence Transformers files), 32 whole paragraphs of 200-700 characters of Python's
+documentation, one query per call. Measured side by side in one run:
 
-    python benchmarks/vs_transformers.py [--quick] [--reps N]
+* ``VLLMServer`` with its defaults (it chooses the dtype from the CPU's flags; the report
+  says which and why), serving the converted checkpoint, through ``RerankClient``;
+* one raw POST of the same pairs to that server (what vLLM alone gives);
+* the model card's transformers code on the original checkpoint (batches of 8);
+* Sentence Transformers ``CrossEncoder.predict`` on the converted checkpoint;
+* LangChain's ``HuggingFaceCrossEncoder.score`` on the converted checkpoint;
+
+each peer in float32 and in bfloat16. The peers of one dtype are loaded together and
+interleaved with the server rows (round-robin, order rotated), then freed before the
+next dtype: the server is measured in every phase. Unless ``--no-other-dtype``, a last
+phase starts a second server forced to the dtype the defaults did not choose and
+interleaves the two, which checks the choice on this CPU.
+
+Goal: ``VLLMServer`` defaults >= 2.0x the best peer row's docs/s. The report also says
+where the time goes: prompt tokens per pair, the prefix-cache hit rate, and the tokens
+each row computes per second.
+
+    python benchmarks/vs_transformers.py [--quick] [--reps N] [--no-other-dtype]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import logging
 import warnings
-from functools import partial
+from collections.abc import Callable
+from itertools import count
 from pathlib import Path
 from typing import Any
 
 import httpx
 from _common import (
+    Checkpoint,
     Result,
     checkpoint,
     cli,
     common_parser,
+    converted,
     corpus,
     describe,
     fmt,
@@ -31,6 +51,7 @@ from _common import (
     interleave,
     md_table,
     median,
+    prefix_cache_counters,
     queries,
     serve,
     server_python,
@@ -40,7 +61,17 @@ from _common import (
 from qwen3_vllm_rerank import RerankClient
 from qwen3_vllm_rerank.prompt import format_pair
 
+logger = logging.getLogger("benchmarks")
+
 N_DOCS = 32
+DTYPES = ("float32", "bfloat16")
+DEFAULTS = "VLLMServer defaults + RerankClient"
+RAW = "VLLMServer defaults + raw POST"
+REFERENCE = "transformers (model card)"
+ST = "Sentence Transformers CrossEncoder"
+LANGCHAIN = "LangChain HuggingFaceCrossEncoder"
+#: Rows that run in this process, whose compute is torch's.
+PEERS = (REFERENCE, ST, LANGCHAIN)
 
 
 class ModelCardReranker:
@@ -95,88 +126,316 @@ class ModelCardReranker:
         return scores
 
 
+class Peers:
+    """The transformers rows of one dtype, loaded together (and freed together by ``del``)."""
+
+    def __init__(
+        self, original: Checkpoint, seq_cls: Checkpoint, dtype: str, args: argparse.Namespace
+    ) -> None:
+        import torch
+        from langchain_community.cross_encoders import HuggingFaceCrossEncoder
+
+        self.reference = ModelCardReranker(original.path, dtype, args.hf_batch_size)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)  # langchain-community's sunset
+            # What a LangChain user writes; its `client` is a sentence_transformers.CrossEncoder, the
+            # same one an ST user builds: the ST row uses it too (one 0.6B model in memory, not two).
+            self.langchain = HuggingFaceCrossEncoder(
+                model_name=str(seq_cls.path), model_kwargs={"model_kwargs": {"dtype": getattr(torch, dtype)}}
+            )
+        self.cross_encoder = self.langchain.client
+        self.st_batch_size = args.st_batch_size
+
+    def cases(self, docs: list[str]) -> dict[str, Callable[[str], list[float]]]:
+        return {
+            REFERENCE: lambda q: self.reference.score(q, docs),
+            ST: lambda q: [
+                float(s)
+                for s in self.cross_encoder.predict([(q, d) for d in docs], batch_size=self.st_batch_size)
+            ],
+            LANGCHAIN: lambda q: [float(s) for s in self.langchain.score([(q, d) for d in docs])],
+        }
+
+
+def _each_rep(score: Callable[[str], list[float]], query: Callable[[], str]) -> Callable[[int], object]:
+    """A case for :func:`interleave`: score the query ``query()`` gives on each repetition."""
+    return lambda rep: score(query())
+
+
+def _tokens(path: Path, query: str, docs: list[str]) -> tuple[list[int], int]:
+    """Prompt tokens of each pair, and of the prefix every pair of the query shares."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    pairs = [format_pair(query, d) for d in docs]
+    counts = [
+        len(tokenizer.encode(text_1 + text_2, add_special_tokens=False).ids) for text_1, text_2 in pairs
+    ]
+    prefix = len(tokenizer.encode(pairs[0][0], add_special_tokens=False).ids)
+    return counts, prefix
+
+
 def run(args: argparse.Namespace) -> Result:
     import torch
 
     reps = args.reps or (1 if args.quick else 3)
+    n_docs = 8 if args.quick else N_DOCS
     python = server_python(args.server_python)
-    ckpt = checkpoint("tiny", "float32") if args.quick else checkpoint("0.6b", "bfloat16")
-    docs = corpus(N_DOCS)
-    salt = iter(range(5000, 10**6))
+    original = checkpoint("0.6b-8layers" if args.quick else "0.6b", "bfloat16")
+    seq_cls = converted(original)
+    docs = corpus(n_docs, min_chars=200, max_chars=700, whole=True)
+    salt = count(5000)
     workload = {
-        "checkpoint": f"random Qwen3-Reranker-{ckpt.shape}-shaped ({ckpt.dtype} on both sides)",
-        "call": f"one query x {describe(docs)} of Python's documentation",
-        "reference": f"model card code, batches of {args.hf_batch_size}, "
+        "checkpoint": f"random Qwen3-Reranker-{original.shape}-shaped, {original.dtype} weights; "
+        "the server and the cross-encoders use its converted form, the model card code the original",
+        "call": f"one query x {describe(docs)} of Python's documentation (whole paragraphs, 200-700 chars)",
+        "peers": f"model card code in batches of {args.hf_batch_size}; CrossEncoder.predict(batch_size="
+        f"{args.st_batch_size}); HuggingFaceCrossEncoder.score (predict's default batch of 32); "
         f"torch threads {torch.get_num_threads()}",
-        "repetitions": f"{reps}, interleaved; a fresh query per vLLM call (no whole-prompt cache hits)",
+        "server": "VLLMServer defaults except max_model_len 2048 (memory on a shared machine; these "
+        "prompts are ~250 tokens)",
+        "repetitions": f"{reps} per phase, interleaved, order rotated; a fresh query per server call",
     }
-    report = header("Client + vLLM vs transformers (model card code)", python, workload)
-    reference = ModelCardReranker(ckpt.path, ckpt.dtype, args.hf_batch_size)
-    with serving({"library": serve(ckpt, python, log_name="vs-transformers")}) as servers:
-        server = servers["library"]
-        url, model = server.base_url, server.served_model_name
-        http = httpx.Client(timeout=900.0)
-        client = RerankClient(url, batch_size=N_DOCS, timeout=900.0)
+    report = header("VLLMServer vs transformers, Sentence Transformers and LangChain", python, workload)
 
-        def raw(query: str) -> list[float]:
-            text_1 = format_pair(query, "")[0]
-            payload = {"model": model, "text_1": text_1, "text_2": [format_pair(query, d)[1] for d in docs]}
-            response = http.post(f"{url}/v1/score", json=payload)
-            response.raise_for_status()
-            return [item["score"] for item in response.json()["data"]]
+    defaults = serve(seq_cls, python, dtype=None, log_name="vs-transformers")
+    times: dict[str, list[float]] = {}
+    agreement: dict[str, list[float]] = {}
+    agreement_query = queries(1, salt=next(salt))[0]
+    with serving({"defaults": defaults}):
+        plan = defaults.plan
+        chosen = (plan.dtype if plan else None) or "vLLM's choice"
+        reason = next((n for n in (plan.notes if plan else ()) if n.startswith("dtype=")), "")
+        url, model = defaults.base_url, defaults.served_model_name
+        queried_before, hits_before = prefix_cache_counters(url)
+        with (
+            httpx.Client(timeout=900.0) as http,
+            RerankClient(url, batch_size=n_docs, timeout=900.0) as client,
+        ):
 
-        agreement_query = queries(1, salt=next(salt))[0]
-        ours = client.score(agreement_query, docs)
-        theirs = reference.score(agreement_query, docs)
-        times = interleave(
-            {
-                "RerankClient + vLLM": lambda rep: client.score(queries(1, salt=next(salt))[0], docs),
-                "raw POST + vLLM": lambda rep: raw(queries(1, salt=next(salt))[0]),
-                "transformers (model card)": partial(
-                    lambda rep, q: reference.score(q, docs), q=agreement_query
-                ),
-            },
-            reps,
-            warmup=0,
+            def raw(query: str) -> list[float]:
+                text_1 = format_pair(query, "")[0]
+                payload = {
+                    "model": model,
+                    "text_1": text_1,
+                    "text_2": [format_pair(query, d)[1] for d in docs],
+                }
+                response = http.post(f"{url}/v1/score", json=payload)
+                response.raise_for_status()
+                return [item["score"] for item in response.json()["data"]]
+
+            servers: dict[str, Callable[[str], list[float]]] = {
+                DEFAULTS: lambda q: client.score(q, docs),
+                RAW: raw,
+            }
+            agreement[DEFAULTS] = servers[DEFAULTS](agreement_query)
+            for dtype in DTYPES:
+                logger.info("loading the %s peers", dtype)
+                peers = Peers(original, seq_cls, dtype, args)
+                cases = {f"{name}, {dtype}": fn for name, fn in peers.cases(docs).items()}
+                for name, fn in cases.items():
+                    agreement[name] = fn(agreement_query)  # also the peers' warm-up
+                # The peers score the same query every time (they cache nothing); the server a fresh one.
+                measured = interleave(
+                    {
+                        **{
+                            name: _each_rep(fn, lambda: queries(1, salt=next(salt))[0])
+                            for name, fn in servers.items()
+                        },
+                        **{name: _each_rep(fn, lambda: agreement_query) for name, fn in cases.items()},
+                    },
+                    reps,
+                    warmup=0,
+                )
+                for name, values in measured.items():
+                    times.setdefault(name, []).extend(values)
+                del peers, cases
+                gc.collect()
+            queried, hits = prefix_cache_counters(url)
+            hit_rate = (hits - hits_before) / max(queried - queried_before, 1.0)
+
+            other_dtype = "float32" if chosen == "bfloat16" else "bfloat16"
+            other_name = f"VLLMServer --dtype {other_dtype} + RerankClient"
+            if not args.no_other_dtype:
+                other = serve(seq_cls, python, dtype=other_dtype, log_name="vs-transformers-other")
+                with (
+                    serving({"other": other}),
+                    RerankClient(other.base_url, batch_size=n_docs, timeout=900.0) as o,
+                ):
+                    o.score(queries(1, salt=next(salt))[0], docs)  # warm-up
+                    measured = interleave(
+                        {
+                            f"{DEFAULTS} (last phase)": lambda rep: client.score(
+                                queries(1, salt=next(salt))[0], docs
+                            ),
+                            other_name: lambda rep: o.score(queries(1, salt=next(salt))[0], docs),
+                        },
+                        reps,
+                        warmup=0,
+                    )
+                times.update(measured)
+
+    return _report(
+        report,
+        args,
+        times,
+        agreement,
+        docs,
+        seq_cls,
+        agreement_query,
+        chosen,
+        reason,
+        hit_rate,
+        other_name,
+        reps,
+    )
+
+
+def _report(
+    report: str,
+    args: argparse.Namespace,
+    times: dict[str, list[float]],
+    agreement: dict[str, list[float]],
+    docs: list[str],
+    seq_cls: Checkpoint,
+    agreement_query: str,
+    chosen: str,
+    reason: str,
+    hit_rate: float,
+    other_name: str,
+    reps: int,
+) -> Result:
+    n_docs = len(docs)
+    speed = {name: n_docs / median(values) for name, values in times.items()}
+    counts, prefix = _tokens(seq_cls.path, agreement_query, docs)
+    tokens_per_doc = sum(counts) / n_docs
+    peer_rows = [name for name in speed if name.split(", ")[0] in PEERS]
+    best_peer = max(peer_rows, key=lambda name: speed[name])
+    base = speed[best_peer]
+    reference = agreement[f"{REFERENCE}, float32"]
+
+    def computed(name: str) -> float:
+        # Tokens a row computes per document: the server skips the shared prefix it has cached.
+        return tokens_per_doc - (hit_rate * tokens_per_doc if name in (DEFAULTS, RAW) else 0.0)
+
+    rows = []
+    for name in speed:
+        diff = max(
+            (abs(a - b) for a, b in zip(agreement.get(name, []), reference, strict=False)), default=None
         )
-        client.close()
-        http.close()
-
-    speed = {name: N_DOCS / median(values) for name, values in times.items()}
-    base = speed["transformers (model card)"]
+        rows.append(
+            [
+                name,
+                fmt(median(times[name])),
+                fmt(speed[name]),
+                fmt(speed[name] / base),
+                fmt(speed[name] * tokens_per_doc),
+                fmt(speed[name] * computed(name)) if name in (DEFAULTS, RAW) or name in peer_rows else "-",
+                "-" if diff is None else fmt(diff),
+            ]
+        )
+    report += f"VLLMServer chose **--dtype {chosen}**: {reason.removeprefix('dtype=')}.\n\n"
     report += md_table(
-        ["case", "median s", "docs/s", "speed-up vs transformers"],
-        [[name, fmt(median(times[name])), fmt(speed[name]), fmt(speed[name] / base)] for name in times],
+        [
+            "case",
+            "median s per call",
+            "docs/s",
+            "vs best peer",
+            "prompt tokens/s",
+            "computed tokens/s",
+            f"max |score - model card float32| ({n_docs} pairs)",
+        ],
+        rows,
     )
-    diffs = [abs(a - b) for a, b in zip(ours, theirs, strict=True)]
+    ratio = speed[DEFAULTS] / base
     report += (
-        f"\nScores of the same {N_DOCS} pairs: max |client - reference| = **{diffs and fmt(max(diffs))}**, "
-        f"median {fmt(median(diffs))} (reference scores range {fmt(min(theirs))} .. {fmt(max(theirs))}). "
-        f"The client keeps **{fmt(speed['RerankClient + vLLM'] / speed['raw POST + vLLM'])}** "
-        "of raw vLLM's docs/s "
-        f"and is **{fmt(speed['RerankClient + vLLM'] / base)}x** the reference (goal >= 1.8x).\n"
+        f"\nBest peer: {best_peer} ({fmt(base)} docs/s). VLLMServer defaults (--dtype {chosen}) + "
+        f"RerankClient: **{fmt(ratio)}x** (goal >= 2.0). The client keeps "
+        f"{fmt(speed[DEFAULTS] / speed[RAW])} of raw vLLM's docs/s.\n\n"
     )
+    if other_name in speed:
+        last = f"{DEFAULTS} (last phase)"
+        report += (
+            f"Dtype check (last phase, the two servers interleaved): {other_name} gives "
+            f"**{fmt(speed[other_name] / speed[last])}x** the docs/s of the defaults' {chosen}.\n\n"
+        )
+    report += "### Where the time goes\n\n"
+    report += (
+        f"Every pair is {fmt(tokens_per_doc)} prompt tokens on average ({min(counts)}..{max(counts)}), "
+        f"{prefix} of them the shared prefix (system prompt, instruction, query). The server's prefix cache "
+        f"hit {fmt(hit_rate * 100)}% of the prompt tokens, so it computed {fmt(computed(DEFAULTS))} tokens "
+        "per document; the peers compute every token (plus padding to the longest pair of each batch).\n"
+    )
+    peer_rate = speed[best_peer] * tokens_per_doc
+    server_rate = speed[DEFAULTS] * computed(DEFAULTS)
+    report += (
+        f"Per computed token the server runs at {fmt(server_rate)} tokens/s and the best peer at "
+        f"{fmt(peer_rate)} tokens/s ({fmt(server_rate / peer_rate)}x): the rest of the ratio "
+        f"({fmt(ratio / (server_rate / peer_rate))}x) is the work the prefix cache saves.\n"
+    )
+    if ratio < 2.0:
+        report += (
+            f"To reach 2.0x the server needs {fmt(2.0 / ratio)}x the docs/s it has. With this prefix "
+            f"({prefix} of {fmt(tokens_per_doc)} tokens) a perfect prefix cache would compute "
+            f"{fmt(tokens_per_doc - prefix)} tokens per document, "
+            f"{fmt(computed(DEFAULTS) / (tokens_per_doc - prefix))}x fewer than now; the rest must come from "
+            "faster per-token compute (the model's matrix multiplications dominate: the same arithmetic as "
+            "torch's, so only better kernels, e.g. AMX, int8 weights, or fewer tokens per pair close it) "
+            "or from more cores.\n"
+        )
     data = {
         "seconds": times,
         "docs_per_s": speed,
-        "max_abs_diff": max(diffs),
-        "median_abs_diff": median(diffs),
+        "chosen_dtype": chosen,
+        "dtype_reason": reason,
+        "best_peer": best_peer,
+        "ratio_vs_best_peer": ratio,
+        "tokens_per_doc": tokens_per_doc,
+        "prefix_tokens": prefix,
+        "prefix_hit_rate": hit_rate,
+        "max_abs_diff": {
+            name: max(abs(a - b) for a, b in zip(scores, reference, strict=True))
+            for name, scores in agreement.items()
+        },
         "reps": reps,
+        "st_batch_size": args.st_batch_size,
+        "hf_batch_size": args.hf_batch_size,
     }
     headlines = [
         (
-            f"docs/s, RerankClient + vLLM / transformers ({ckpt.shape}, {ckpt.dtype})",
-            fmt(speed["RerankClient + vLLM"] / base),
-            ">= 1.8",
+            f"docs/s, VLLMServer defaults (--dtype {chosen}) / best peer ({best_peer})",
+            fmt(ratio),
+            ">= 2.0",
         ),
-        ("max score difference vs transformers", fmt(max(diffs)), ""),
+        (
+            "max score difference, VLLMServer defaults vs model card float32",
+            fmt(data["max_abs_diff"][DEFAULTS]),
+            "",
+        ),
     ]
+    if other_name in speed:
+        last = f"{DEFAULTS} (last phase)"
+        headlines.append(
+            (
+                f"docs/s, {other_name.removesuffix(' + RerankClient')} / VLLMServer defaults",
+                fmt(speed[other_name] / speed[last]),
+                "",
+            )
+        )
     return Result("vs_transformers", report, data, headlines)
 
 
 def parser() -> argparse.ArgumentParser:
     p = common_parser(__doc__.splitlines()[0] if __doc__ else "")
-    p.add_argument("--hf-batch-size", type=int, default=8, help="pairs per forward pass of the reference")
+    p.add_argument(
+        "--hf-batch-size", type=int, default=8, help="pairs per forward pass of the model card code"
+    )
+    p.add_argument("--st-batch-size", type=int, default=8, help="CrossEncoder.predict's batch_size")
+    p.add_argument(
+        "--no-other-dtype",
+        action="store_true",
+        help="skip the last phase (a second server in the dtype the defaults did not choose)",
+    )
     return p
 
 

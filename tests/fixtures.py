@@ -51,14 +51,15 @@ class ServerPool:
     """One server per serving path, started on first use, all stopped at session end.
 
     A vLLM CPU server holds 2-3 GB; to stay well inside the machine's memory at most
-    ``max_running`` run at once: the default "original" one stays, and the least
+    ``max_running`` run at once: the default "original" one and the Qwen3-VL one (the slowest to
+    start, used by tests in all three trees) stay, and the least
     recently used of the others is stopped to make room (tests are grouped by server,
     so a stopped one is rarely needed again; it would simply be restarted).
     """
 
-    PINNED = "original"
+    PINNED = ("original", "vl")
 
-    def __init__(self, checkpoints: Checkpoints, workdir: Path, python: str, max_running: int = 3) -> None:
+    def __init__(self, checkpoints: Checkpoints, workdir: Path, python: str, max_running: int = 4) -> None:
         self.checkpoints = checkpoints
         self.workdir = workdir
         self.python = python
@@ -67,7 +68,7 @@ class ServerPool:
 
     def _make_room(self) -> None:
         while len(self._running) >= self.max_running:
-            victim = next(name for name in self._running if name != self.PINNED)
+            victim = next(name for name in self._running if name not in self.PINNED)
             self._running.pop(victim).server.stop()
 
     def get(self, name: str) -> Served:
@@ -140,3 +141,9 @@ def served(server_pool: ServerPool) -> Served:
 def serving_path(request: pytest.FixtureRequest, server_pool: ServerPool) -> Served:
     """Every serving path in turn."""
     return server_pool.get(request.param)
+
+
+@pytest.fixture(scope="session")
+def vl_served(server_pool: ServerPool) -> Served:
+    """The session's one Qwen3-VL reranker server; ``served_checkpoint`` is its reference."""
+    return server_pool.get("vl")

@@ -212,7 +212,8 @@ def _lines(stream: IO[str]) -> queue.Queue[str | None]:
 
 def _vllm_children(pid: int) -> list[psutil.Process]:
     try:
-        return psutil.Process(pid).children(recursive=True)
+        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
+        return children
     except psutil.NoSuchProcess:
         return []
 

@@ -184,7 +184,10 @@ def test_unknown_model_is_an_http_error_with_the_servers_message(served: Served)
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda c: c.score(QUERY, "one string"), "documents must be a list of str, Image or Content, got str"),
+        (
+            lambda c: c.score(QUERY, "one string"),
+            "documents must be a list of str, Image or Content, got str",
+        ),
         (lambda c: c.score(QUERY, ["ok", None]), r"documents\[1\]"),
         (lambda c: c.score(None, ["ok"]), "query must be a str"),
         (lambda c: c.rerank(QUERY, ["ok"], top_n=0), "top_n"),

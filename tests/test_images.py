@@ -6,8 +6,8 @@ import base64
 import io
 import json
 import struct
-import zlib
 import threading
+import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path

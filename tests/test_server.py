@@ -158,7 +158,7 @@ async def test_server_killed_mid_batch_and_parent_sigterm_leave_nothing_behind(
     import subprocess
     import sys
 
-    from qwen3_vllm_rerank import AsyncRerankClient, Qwen3RerankError, RerankConnectionError
+    from qwen3_vllm_rerank import AsyncRerankClient, Qwen3RerankError, RerankConnectionError, RetryPolicy
 
     script = tmp_path / "parent.py"
     script.write_text(PARENT_SCRIPT)
@@ -173,7 +173,8 @@ async def test_server_killed_mid_batch_and_parent_sigterm_leave_nothing_behind(
         base_url, pid = line.split()
         vllm = psutil.Process(int(pid))
         family = [vllm, *vllm.children(recursive=True)]
-        async with AsyncRerankClient(base_url, batch_size=50, max_concurrency=4, max_attempts=2) as client:
+        retry = RetryPolicy(max_attempts=2)
+        async with AsyncRerankClient(base_url, batch_size=50, max_concurrency=4, retry=retry) as client:
             assert len(await client.score("q", ["warm-up"])) == 1
             batch = asyncio.create_task(client.score("q", [f"document {i}" for i in range(3000)]))
             await asyncio.sleep(0.5)

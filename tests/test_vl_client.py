@@ -24,7 +24,7 @@ from qwen3_vllm_rerank import (
 )
 from qwen3_vllm_rerank.prompt import VL_DEFAULT_INSTRUCTION
 
-from .fixtures import Served, VLServed
+from .fixtures import Served
 from .recording import RequestLog
 from .reference_vl import Side, reference_scores
 
@@ -36,7 +36,9 @@ def _noise(width: int, height: int, seed: int) -> PILImage.Image:
     import random
 
     rng = random.Random(seed)
-    return PILImage.frombytes("RGB", (width, height), bytes(rng.randrange(256) for _ in range(width * height * 3)))
+    return PILImage.frombytes(
+        "RGB", (width, height), bytes(rng.randrange(256) for _ in range(width * height * 3))
+    )
 
 
 def _png(image: PILImage.Image) -> bytes:
@@ -79,10 +81,10 @@ def _documents(images: dict[str, PILImage.Image], tmp: Path) -> tuple[list[objec
 
 
 def test_every_kind_of_document_scores_like_the_reference(
-    vl_served: VLServed, images: dict[str, PILImage.Image], tmp_path: Path
+    vl_served: Served, images: dict[str, PILImage.Image], tmp_path: Path
 ) -> None:
     documents, sides = _documents(images, tmp_path)
-    expected = reference_scores(vl_served.checkpoint, Side(QUERY), sides)
+    expected = reference_scores(vl_served.served_checkpoint, Side(QUERY), sides)
     with RerankClient(vl_served.base_url) as client:
         scores = client.score(QUERY, documents)
         ranked = client.rerank(QUERY, documents, top_n=3)
@@ -92,40 +94,48 @@ def test_every_kind_of_document_scores_like_the_reference(
 
 
 async def test_async_client_scores_image_queries_and_custom_instructions(
-    vl_served: VLServed, images: dict[str, PILImage.Image], tmp_path: Path
+    vl_served: Served, images: dict[str, PILImage.Image], tmp_path: Path
 ) -> None:
     documents, sides = _documents(images, tmp_path)
     instruction = "Find the slide that answers the question."
     query = Content("which region grew most?", images=[images["aligned"]])
-    expected = reference_scores(vl_served.checkpoint, Side("which region grew most?", [images["aligned"]]), sides, instruction)
+    expected = reference_scores(
+        vl_served.served_checkpoint, Side("which region grew most?", [images["aligned"]]), sides, instruction
+    )
     async with AsyncRerankClient(vl_served.base_url, instruction=instruction, batch_size=2) as client:
         scores = await client.score(query, documents)
     assert scores == pytest.approx(expected, abs=TOLERANCE)
     image_query = Image(images["small"])
-    expected_default = reference_scores(vl_served.checkpoint, Side(None, [images["small"]]), sides[:2])
+    expected_default = reference_scores(vl_served.served_checkpoint, Side(None, [images["small"]]), sides[:2])
     async with AsyncRerankClient(vl_served.base_url) as client:
-        assert await client.score(image_query, documents[:2]) == pytest.approx(expected_default, abs=TOLERANCE)
+        assert await client.score(image_query, documents[:2]) == pytest.approx(
+            expected_default, abs=TOLERANCE
+        )
 
 
 def test_the_family_comes_from_the_server_and_a_wrong_one_is_refused(
-    vl_served: VLServed, served: Served, images: dict[str, PILImage.Image]
+    vl_served: Served, served: Served, images: dict[str, PILImage.Image]
 ) -> None:
     text_only = ["a text document"]
     with RerankClient(vl_served.base_url, model_family="vl") as client:
         (vl_score,) = client.score(QUERY, text_only)
     assert vl_score == pytest.approx(
-        reference_scores(vl_served.checkpoint, Side(QUERY), [Side("a text document")])[0], abs=TOLERANCE
+        reference_scores(vl_served.served_checkpoint, Side(QUERY), [Side("a text document")])[0],
+        abs=TOLERANCE,
     )
     with RerankClient(vl_served.base_url, model_family="text") as client, pytest.raises(FamilyMismatchError):
         client.score(QUERY, text_only)
     with RerankClient(served.base_url, model_family="vl") as client, pytest.raises(FamilyMismatchError):
         client.score(QUERY, text_only)
-    with RerankClient(served.base_url) as client, pytest.raises(InvalidInput, match=r"documents\[1\] has images"):
+    with (
+        RerankClient(served.base_url) as client,
+        pytest.raises(InvalidInput, match=r"documents\[1\] has images"),
+    ):
         client.score(QUERY, ["text", Image(images["aligned"])])
     assert VL_DEFAULT_INSTRUCTION.endswith(".")
 
 
-def test_hostile_images_are_refused_before_any_request(vl_served: VLServed, tmp_path: Path) -> None:
+def test_hostile_images_are_refused_before_any_request(vl_served: Served, tmp_path: Path) -> None:
     log = RequestLog()
     hostile: list[object] = [
         Image(b"not an image at all"),
@@ -176,15 +186,18 @@ def image_site(images: dict[str, PILImage.Image]) -> Iterator[_ImageSite]:
 
 
 def test_image_urls_are_fetched_only_on_opt_in_and_only_by_the_client(
-    vl_served: VLServed, images: dict[str, PILImage.Image], image_site: _ImageSite
+    vl_served: Served, images: dict[str, PILImage.Image], image_site: _ImageSite
 ) -> None:
     log = RequestLog()
     with log.client() as http, RerankClient(vl_served.base_url, http_client=http) as client:
         with pytest.raises(InvalidInput, match=r"documents\[0\].*not fetched by default.*UrlFetcher"):
             client.score(QUERY, [Image(image_site.url)])
-    assert log.paths == [] and image_site.hits == 0
-    expected = reference_scores(vl_served.checkpoint, Side(QUERY), [Side(None, [images["odd"]])])
-    with RerankClient(vl_served.base_url, image_fetcher=UrlFetcher(timeout=5, max_bytes=10_000_000)) as client:
+    assert log.paths == []
+    assert image_site.hits == 0
+    expected = reference_scores(vl_served.served_checkpoint, Side(QUERY), [Side(None, [images["odd"]])])
+    with RerankClient(
+        vl_served.base_url, image_fetcher=UrlFetcher(timeout=5, max_bytes=10_000_000)
+    ) as client:
         assert client.score(QUERY, [Image(image_site.url)]) == pytest.approx(expected, abs=TOLERANCE)
     assert image_site.hits == 1, "fetched once, by the client; the server got the pixels inline"
     with RerankClient(vl_served.base_url, image_fetcher=UrlFetcher(max_bytes=100)) as client:
@@ -192,7 +205,7 @@ def test_image_urls_are_fetched_only_on_opt_in_and_only_by_the_client(
             client.score(QUERY, [Image(image_site.url)])
 
 
-def test_the_token_budget_counts_image_tokens(vl_served: VLServed, images: dict[str, PILImage.Image]) -> None:
+def test_the_token_budget_counts_image_tokens(vl_served: Served, images: dict[str, PILImage.Image]) -> None:
     # The large image takes 1,800 image tokens: with max_length 1,900 only ~40 tokens are
     # left for the document's text, which is cut to fit (never a 400 from the server).
     long_text = "Revenue by region and quarter. " * 200

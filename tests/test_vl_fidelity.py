@@ -4,16 +4,14 @@ Raw ``/v1/score`` requests built with ``prompt.vl_query_param`` / ``prompt.vl_do
 and ``images.prepare_image`` (no server template: the client formats the prompt), compared
 with ``tests/reference_vl.py`` (transformers, float32) on text-only, image-only and
 text+image documents, two images in one document, image queries, images that need resizing
-and a custom instruction. One VL server for the module (a few minutes to start on a CPU).
+and a custom instruction. The session's one VL server (``vl_served``, started by ``VLLMServer`` with the flags it
+chooses for a Qwen3-VL checkpoint).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,45 +19,12 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from qwen3_vllm_rerank import VLLMServer, prompt
-from qwen3_vllm_rerank._fixture_vl import make_vl_fixture_checkpoint
+from qwen3_vllm_rerank import prompt
 from qwen3_vllm_rerank.images import prepare_image
+from tests.fixtures import Served
 from tests.reference_vl import Side, reference_score
 
 TOLERANCE = 1e-4
-
-#: The flags the recipe needs (VLLMServer chooses them itself for a Qwen3-VL checkpoint; given
-#: here explicitly so this test pins them). Processor limits in the ``size`` spelling, and an
-#: allow-list of media domains that matches nothing: the server fetches no URL.
-VL_FLAGS = (
-    "--hf-overrides",
-    '{"architectures":["Qwen3VLForSequenceClassification"],"classifier_from_token":["no","yes"],'
-    '"is_original_qwen3_reranker":true}',
-    "--mm-processor-kwargs",
-    '{"size":{"shortest_edge":4096,"longest_edge":1843200}}',
-    "--limit-mm-per-prompt",
-    '{"image":4,"video":0}',
-    "--allowed-media-domains",
-    "none.invalid",
-    "--max-model-len",
-    "8192",
-    "--dtype",
-    "float32",
-)
-
-
-@dataclass(frozen=True)
-class VLServed:
-    checkpoint: Path
-    base_url: str
-    model: str
-
-
-@pytest.fixture(scope="module")
-def vl_served(server_python: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLServed]:
-    checkpoint = make_vl_fixture_checkpoint(tmp_path_factory.mktemp("vl") / "tied")
-    with VLLMServer(checkpoint, python=server_python, extra_args=VL_FLAGS, self_check=False) as server:
-        yield VLServed(checkpoint, server.base_url, server.served_model_name)
 
 
 def _noise(width: int, height: int, seed: int, mode: str = "RGB") -> PILImage.Image:
@@ -137,7 +102,7 @@ def _urls(side: Side) -> list[str]:
     return [prepare_image(image).url for image in side.images]
 
 
-def _score(served: VLServed, text_1: Any, text_2: list[Any]) -> dict[str, Any]:
+def _score(served: Served, text_1: Any, text_2: list[Any]) -> dict[str, Any]:
     response = httpx.post(
         f"{served.base_url}/v1/score",
         json={"model": served.model, "text_1": text_1, "text_2": text_2},
@@ -148,9 +113,7 @@ def _score(served: VLServed, text_1: Any, text_2: list[Any]) -> dict[str, Any]:
     return body
 
 
-def served_scores(
-    served: VLServed, query: Side, documents: list[Side], instruction: str | None
-) -> list[float]:
+def served_scores(served: Served, query: Side, documents: list[Side], instruction: str | None) -> list[float]:
     text_1 = prompt.vl_query_param(query.text or "", _urls(query), instruction)
     text_2 = [prompt.vl_document_param(document.text or "", _urls(document)) for document in documents]
     data = sorted(_score(served, text_1, text_2)["data"], key=lambda item: item["index"])
@@ -161,18 +124,20 @@ def served_scores(
     ("name", "query", "documents", "instruction"), CASES, ids=[case[0] for case in CASES]
 )
 def test_scores_equal_the_official_reference(
-    vl_served: VLServed, name: str, query: Side, documents: list[Side], instruction: str | None
+    vl_served: Served, name: str, query: Side, documents: list[Side], instruction: str | None
 ) -> None:
     served = served_scores(vl_served, query, documents, instruction)
-    expected = [reference_score(vl_served.checkpoint, query, document, instruction) for document in documents]
+    expected = [
+        reference_score(vl_served.served_checkpoint, query, document, instruction) for document in documents
+    ]
     assert served == pytest.approx(expected, abs=TOLERANCE), name
 
 
-def test_prompt_token_count_includes_image_tokens(vl_served: VLServed) -> None:
+def test_prompt_token_count_includes_image_tokens(vl_served: Served) -> None:
     """usage.prompt_tokens = the text's tokens + each image's prepared.tokens (budget arithmetic)."""
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(vl_served.checkpoint / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(vl_served.served_checkpoint / "tokenizer.json"))
     prepared = [prepare_image(IMAGES["odd"]), prepare_image(IMAGES["small"])]
     text_1 = prompt.vl_query_param("what is shown?")
     text_2 = prompt.vl_document_param("a caption", [p.url for p in prepared])
@@ -182,9 +147,9 @@ def test_prompt_token_count_includes_image_tokens(vl_served: VLServed) -> None:
     assert usage["prompt_tokens"] == expected
 
 
-def test_models_endpoint_reports_the_checkpoint_path(vl_served: VLServed) -> None:
+def test_models_endpoint_reports_the_checkpoint_path(vl_served: Served) -> None:
     model = httpx.get(f"{vl_served.base_url}/v1/models", timeout=30).json()["data"][0]
-    assert model["id"] == model["root"] == str(vl_served.checkpoint)
+    assert model["id"] == model["root"] == str(vl_served.served_checkpoint)
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -202,7 +167,7 @@ class _Recorder(BaseHTTPRequestHandler):
         pass
 
 
-def test_server_fetches_no_url(vl_served: VLServed) -> None:
+def test_server_fetches_no_url(vl_served: Served) -> None:
     """With --allowed-media-domains matching nothing, a URL smuggled into a request is refused
     and never fetched (vLLM fetches any http(s) URL by default)."""
     recorder = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)

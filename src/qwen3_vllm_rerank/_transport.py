@@ -69,6 +69,11 @@ def http_error(call: proto.Call, response: httpx.Response) -> RerankHTTPError | 
     return proto.status_error(response)
 
 
+#: The closing tasks, held strongly (the event loop keeps only weak references): a pool
+#: outlives a client dropped without ``aclose()`` until its loop ends, then closes.
+_CLOSERS: set[asyncio.Task[None]] = set()
+
+
 @dataclass(slots=True)
 class _Bound:
     loop: asyncio.AbstractEventLoop
@@ -101,6 +106,9 @@ class LoopBoundClient:
             # this one; its pool is then left to the garbage collector, as it would be without
             # it. asyncio's "Task was destroyed but it is pending" would only be noise then.
             closer._log_destroy_pending = False  # type: ignore[attr-defined]
+            _CLOSERS.difference_update([t for t in _CLOSERS if t.get_loop().is_closed()])
+            _CLOSERS.add(closer)
+            closer.add_done_callback(_CLOSERS.discard)
             self._bound = _Bound(loop, http, closer)
             return http
         return bound.http

@@ -62,7 +62,7 @@ class VerificationResult:
 
     def __str__(self) -> str:
         text = f"{self.tensors} tensors identical to the source ({self.compared_bytes / 1e6:,.1f} MB read)"
-        text += f", score.weight = W[yes] - W[no] (rounded by at most {self.score_rounding:.2e})"
+        text += f", score.weight = W[yes] - W[no] (max |difference| {self.score_rounding:.2e}, its rounding)"
         text += f", config.json and {len(self.files)} files checked"
         if self.expected:
             text += f"; converted logits vs logit(yes) - logit(no) of the original on {len(self.expected)} "
@@ -89,7 +89,9 @@ def _check_tensors(source: Source, converted: Path, fd: Callable[[Path], int]) -
     _, index, found = read_shards(converted)
     original = source.kept()
     total = sum(t.nbytes for _, t in found.values())
-    if (index is None) != (source.index is None) or (index and index["metadata"].get("total_size") != total):
+    if (index is None) != (source.index is None) or (
+        index and (index.get("metadata") or {}).get("total_size") != total
+    ):
         raise _failed(converted, f"has a missing, extra or wrong {INDEX}")
     if differ := sorted(set(found) ^ set(original) ^ {SCORE}):
         raise _failed(converted, f"differs from the source in the tensors {differ}")

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from typing import Literal
 
+import httpx
 import pytest
 from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
@@ -267,6 +268,27 @@ async def test_clients_are_created_once_and_reused(served: Served) -> None:
     # A reused client sends nothing but the scoring request (no model discovery, no setup).
     assert log.paths == ["/v1/score"] * 3
     assert alog.paths == ["/v1/score"] * 3
+
+
+async def test_copies_after_use_build_their_own_clients(served: Served, core: RerankClient) -> None:
+    # Regression: copy.deepcopy / model_copy(deep=True) after a first call reached the cached
+    # clients (httpx clients hold locks) and failed.
+    documents = _documents()
+    expected = core_scores(core, QUERY, documents)
+    with httpx.Client(timeout=120) as injected:
+        reranker = Qwen3VLLMReranker(base_url=served.base_url, top_n=None, http_client=injected)
+        reranker.compress_documents(documents, QUERY)
+        await reranker.acompress_documents(documents, QUERY)
+        for copied in (copy.deepcopy(reranker), reranker.model_copy(deep=True), copy.copy(reranker)):
+            assert copied.http_client is injected, "the caller's HTTP client is shared, never copied"
+            assert_reranked(copied.compress_documents(documents, QUERY), documents, expected, top_n=None)
+            assert_reranked(
+                await copied.acompress_documents(documents, QUERY), documents, expected, top_n=None
+            )
+            assert copied._get_client() is not reranker._get_client()
+            assert copied._get_async_client() is not reranker._get_async_client()
+            await copied.aclose()
+        await reranker.aclose()
 
 
 def test_a_new_event_loop_gets_working_connections(served: Served, core: RerankClient) -> None:
