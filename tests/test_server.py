@@ -29,7 +29,7 @@ from qwen3_vllm_rerank.launch import GUARDED_PATH_PREFIXES, UNGUARDED_PATHS, VL_
 from qwen3_vllm_rerank.server import ORIGINAL_OVERRIDES, checkpoint_kind, plan_launch
 from qwen3_vllm_rerank.testing import make_fixture_checkpoint
 
-from .fixtures import Checkpoints, Served, ServerPool
+from .fixtures import Checkpoints, Served
 from .serving import TEST_API_KEY
 
 ORIGINAL = {
@@ -419,8 +419,8 @@ def test_the_dtype_follows_the_cpu_on_a_real_start(exposed: Exposed) -> None:
 # --- Qwen3-VL ----------------------------------------------------------------------------------------
 
 
-def test_a_vl_checkpoint_is_served_with_its_flags_and_checked_with_images(server_pool: ServerPool) -> None:
-    served = server_pool.get("vl")  # started (self-check included) by VLLMServer
+def test_a_vl_checkpoint_is_served_with_its_flags_and_checked_with_images(vl_served: Served) -> None:
+    served = vl_served  # started (self-check included) by VLLMServer
     plan = served.server.plan
     assert plan is not None
     assert (plan.family, plan.kind) == ("vl", "original")
@@ -432,6 +432,7 @@ def test_a_vl_checkpoint_is_served_with_its_flags_and_checked_with_images(server
         "max_pixels": 1843200,
     }
     assert json.loads(args[args.index("--limit-mm-per-prompt") + 1]) == {"image": 4, "video": 0}
+    assert args[args.index("--allowed-media-domains") + 1] == "none.invalid"
     scores = check_image_scores(served.base_url, model=served.model, api_key=None)
     assert len(set(scores)) == 2
     assert all(0.0 < score < 1.0 for score in scores)

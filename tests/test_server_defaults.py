@@ -348,6 +348,7 @@ def test_an_original_vl_checkpoint_gets_the_vl_overrides_and_the_official_image_
         "max_pixels": 1843200,
     }
     assert json.loads(_value(plan.args, "--limit-mm-per-prompt")) == {"image": 4, "video": 0}
+    assert _value(plan.args, "--allowed-media-domains") == "none.invalid"  # the server fetches no URL
     assert plan.max_model_len == 8192
     assert plan.describe().startswith("original Qwen3-VL checkpoint, max_model_len=8192")
 
@@ -409,5 +410,6 @@ def test_image_limits_other_than_the_official_ones_are_refused(kwargs: dict[str,
 )
 def test_the_users_official_image_limits_are_accepted_once(kwargs: dict[str, object]) -> None:
     user = ["--mm_processor_kwargs", json.dumps(kwargs), "--limit-mm-per-prompt", '{"image": 2}']
+    user += ["--allowed_media_domains", "images.example.com"]
     plan = plan_launch(VL_ORIGINAL, cpu=False, extra_args=user)
-    assert not {"--mm-processor-kwargs", "--limit-mm-per-prompt"} & set(plan.args)
+    assert not {"--mm-processor-kwargs", "--limit-mm-per-prompt", "--allowed-media-domains"} & set(plan.args)

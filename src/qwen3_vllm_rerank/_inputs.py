@@ -96,7 +96,7 @@ def _parts(value: object, label: str) -> _Parts:
     if isinstance(value, str):
         return _Parts(value, ())
     if isinstance(value, Content):
-        return _Parts(value.text, tuple(value.images))
+        return _Parts(value.text, tuple(i if isinstance(i, Image) else Image(i) for i in value.images))
     if isinstance(value, Image):
         return _Parts("", (value,))
     if isinstance(value, bytes | bytearray | memoryview | os.PathLike) or type(value).__module__.startswith(

@@ -250,7 +250,7 @@ def _rerank(args: argparse.Namespace) -> int:
         results = client.rerank(args.query, documents, top_n=args.top_n, instruction=args.instruction)
     if args.json:
         rows = [
-            {"rank": rank, "index": r.index, "score": r.score, "document": r.document}
+            {"rank": rank, "index": r.index, "score": r.score, "document": documents[r.index]}
             for rank, r in enumerate(results, 1)
         ]
         print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -258,7 +258,7 @@ def _rerank(args: argparse.Namespace) -> int:
     width = max(shutil.get_terminal_size((120, 24)).columns - 24, 20)
     print(f"{'rank':>4}  {'index':>5}  {'score':>8}  document")
     for rank, result in enumerate(results, 1):
-        print(f"{rank:>4}  {result.index:>5}  {result.score:>8.4f}  {_one_line(result.document, width)}")
+        print(f"{rank:>4}  {result.index:>5}  {result.score:>8.4f}  {_one_line(documents[result.index], width)}")
     return 0
 
 

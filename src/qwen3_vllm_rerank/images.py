@@ -158,7 +158,7 @@ class Content:
     """
 
     text: str = ""
-    images: Sequence[Image] = field(default=())
+    images: Sequence[Image | ImageSource] = field(default=())
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):

@@ -8,7 +8,8 @@ and the machine (no process, no file).
   (``Qwen3VLForConditionalGeneration``) gets the VL equivalent; a converted checkpoint
   (``...ForSequenceClassification``) gets none: the overrides on a converted untied checkpoint zero
   the classifier and every score becomes 0.5, so they are never combined;
-* for Qwen3-VL, the image preprocessing limits of the official reranker and the multimodal limits;
+* for Qwen3-VL, the image preprocessing limits of the official reranker, the multimodal limits and
+  no fetching of image URLs by the server;
 * the dtype on the CPU build (:func:`choose_dtype`), ``--max-model-len``, the CPU KV-cache size per
   engine (data, tensor and pipeline parallelism respected) and the CPU block size;
 * what the user must know about the network exposure (``--api-key`` guards only some paths).
@@ -20,7 +21,6 @@ The user's own flags are read the way vLLM's parser reads them (``--max_model_le
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import os
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._cpu import CpuInfo, choose_dtype
+from ._exposure import GUARDED_PATH_PREFIXES, UNGUARDED_PATHS, exposure_warnings
 from ._vllm_args import UserFlags, human_int
 from .errors import ServerStartError
 from .images import IMAGE_FACTOR, MAX_PIXELS, MIN_PIXELS
@@ -37,6 +38,7 @@ __all__ = [
     "CPU_BLOCK_SIZE",
     "DEFAULT_MAX_MODEL_LEN",
     "GUARDED_PATH_PREFIXES",
+    "NO_MEDIA_DOMAIN",
     "ORIGINAL_OVERRIDES",
     "UNGUARDED_PATHS",
     "VL_ORIGINAL_OVERRIDES",
@@ -86,32 +88,6 @@ DEFAULT_MAX_MODEL_LEN = 8192
 #: query shares (~65 tokens of template and instruction plus the query), so nothing was
 #: reused; the CPU backend accepts multiples of 32 only. GPUs default to 16 tokens.
 CPU_BLOCK_SIZE = 32
-
-#: vLLM 0.32's ``--api-key`` middleware (``vllm/entrypoints/serve/middleware/authenticate.py``,
-#: ``GUARDED_PREFIX``) checks the key only on paths starting with these.
-GUARDED_PATH_PREFIXES: tuple[str, ...] = ("/v1", "/v2", "/inference", "/cohere")
-#: What a vLLM 0.32 pooling server (a reranker, default flags) answers WITHOUT the key even when
-#: started with ``--api-key``: scoring and tokenising included. Flags and environment variables
-#: (``--enable-tokenizer-info-endpoint``, ``VLLM_SERVER_DEV_MODE``, profiling) add more.
-UNGUARDED_PATHS: tuple[str, ...] = (
-    "/score",
-    "/rerank",
-    "/classify",
-    "/pooling",
-    "/invocations",
-    "/tokenize",
-    "/detokenize",
-    "/metrics",
-    "/health",
-    "/ping",
-    "/load",
-    "/version",
-    "/kv_event_sources",
-    "/openapi.json",
-    "/docs",
-    "/docs/oauth2-redirect",
-    "/redoc",
-)
 
 _GIB = 1024**3
 _KV_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"
@@ -228,31 +204,6 @@ class LaunchPlan:
         return self.summary() + "".join(f"\nWARNING: {warning}" for warning in self.warnings)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _exposure_warnings(host: str, api_key: bool) -> list[str]:
-    if _is_loopback(host):
-        return []
-    if not api_key:
-        return [
-            f"binding {host} without an API key: every endpoint, scoring included, is open to anyone "
-            "who can reach this port. Keep it behind a firewall, a NetworkPolicy or an authenticating proxy."
-        ]
-    return [
-        f"binding {host}: --api-key guards only paths under {', '.join(GUARDED_PATH_PREFIXES)}; these stay "
-        f"open to anyone who can reach this port: {', '.join(UNGUARDED_PATHS)}. Clients of this library "
-        "use only the guarded /v1 and /v2 paths when given the key, but the open ones score and tokenise "
-        "for anyone: keep the port behind a firewall, a NetworkPolicy or an authenticating proxy."
-    ]
-
-
 def _check_overrides(checkpoint: Checkpoint, overrides: Mapping[str, Any] | None) -> None:
     """Refuse user overrides that cannot serve this checkpoint correctly."""
     if overrides is None:
@@ -338,7 +289,7 @@ def plan_launch(
         args += _multimodal_args(flags, chosen_len)
     if throughput_defaults:
         args += _throughput_args(cpu=cpu, flags=flags)
-    warnings = _exposure_warnings(
+    warnings = exposure_warnings(
         host, api_key or bool((env or {}).get("VLLM_API_KEY") or os.environ.get("VLLM_API_KEY"))
     )
     return LaunchPlan(
@@ -427,8 +378,15 @@ _MAX_IMAGES_PER_PAIR = 4
 _TEXT_ROOM = 512
 
 
+#: The only host a Qwen3-VL server may fetch images from: none (``.invalid`` never resolves, RFC 2606).
+#: vLLM fetches any http(s) image URL in a request by default (an empty allow-list means "all"); a
+#: retrieved document is attacker-controlled, so a server fetching what it names is an SSRF hole.
+#: The client sends images inline; users who want server-side fetching pass their own domains.
+NO_MEDIA_DOMAIN = "none.invalid"
+
+
 def _multimodal_args(flags: UserFlags, length: int | None) -> list[str]:
-    """Qwen3-VL's image flags: the official reranker's pixel limits and images per pair.
+    """Qwen3-VL's image flags: the official reranker's pixel limits, images per pair, no URL fetching.
 
     The checkpoint's own processor config upsizes every image under 65,536 pixels; a client that
     prepared the image exactly as the official reranker does (``images.py``) would then be scored
@@ -449,6 +407,8 @@ def _multimodal_args(flags: UserFlags, length: int | None) -> list[str]:
         images = min(max(room, 1), _MAX_IMAGES_PER_PAIR)
         limits = {"image": images, "video": 0}
         args += ["--limit-mm-per-prompt", json.dumps(limits, separators=(",", ":"))]
+    if not flags.given("--allowed-media-domains"):
+        args += ["--allowed-media-domains", NO_MEDIA_DOMAIN]
     return args
 
 

@@ -121,7 +121,8 @@ class VLLMServer:
         startup_timeout: seconds to wait for ``/health`` and the self-check.
         max_model_len: overrides the default (min of the config's positions and 8192).
         api_key: start the server with ``--api-key``; clients must send it.
-        self_check: score two known pairs after start and refuse degenerate scores.
+        self_check: score two known pairs after start (image documents for a Qwen3-VL reranker) and
+            refuse degenerate scores, or a Qwen3-VL server that resizes images unlike the official code.
         log_file: where the server's output goes (a temporary file by default).
 
     The server runs in its own process group and gets SIGTERM if this process dies (Linux), however
@@ -163,8 +164,6 @@ class VLLMServer:
         if self.port is None:
             raise ServerStartError("the server has no port yet: call start() or use it in a `with` block")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        if ":" in host:  # an IPv6 address
-            host = "[::1]" if host == "::" else f"[{host}]"
         return f"http://{host}:{self.port}"
 
     @property

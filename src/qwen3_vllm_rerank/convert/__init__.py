@@ -1,10 +1,7 @@
-"""Turn an original Qwen3-Reranker checkpoint into a one-logit seq-cls checkpoint, streaming.
-
-Its score ``sigmoid(logit(yes) - logit(no))`` comes from two rows of the output layer, so the head
-``score.weight = W[yes] - W[no]`` of a one-label ``Qwen3ForSequenceClassification`` gives the same
-score: vLLM serves it with ``--runner pooling`` alone; transformers and Sentence Transformers load it.
-No model (nor torch) is loaded: headers are parsed (``_reading``), the output decided (``_plan``),
-bytes copied by the kernel (``_writing``), then read back against the source (``_verify``).
+"""Turn an original Qwen3(-VL)-Reranker into a one-logit seq-cls checkpoint, streaming: its score
+``sigmoid(logit(yes) - logit(no))`` is that of one head, ``score.weight = W[yes] - W[no]``, which vLLM
+serves with ``--runner pooling`` alone. No model (nor torch) is loaded: headers are parsed (``_reading``),
+the output decided (``_plan``), bytes copied by the kernel (``_writing``), then read back (``_verify``).
 """
 
 from __future__ import annotations
@@ -42,9 +39,9 @@ def verify_conversion(
 
     Streaming, in bounded memory: every tensor but ``score.weight`` identical to the source's, that one
     equal to ``W[yes] - W[no]`` of the source rows, no ``lm_head.weight``, config.json right, tokenizer and
-    other files identical. ``model=True`` also compares the logits with ``logit(yes) - logit(no)`` of the
-    original on ``pairs``, running both models with transformers in float32: that needs torch and about
-    4 bytes per parameter (one model at a time: ~3 GB for the 0.6B, ~33 GB for the 8B).
+    other files identical. ``model=True`` also compares the logits with ``logit(yes) - logit(no)`` on
+    ``pairs`` with transformers in float32 (text rerankers): that needs torch and about 4 bytes per
+    parameter (one model at a time: ~3 GB for the 0.6B, ~33 GB for the 8B).
     """
     source = inspect(resolve_source(original), yes_token, no_token)
     result = verify_files(source, Path(converted))
@@ -87,12 +84,12 @@ def convert_checkpoint(
     dst = Path(dst).expanduser()
     root = resolve_source(src)
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        raise ConversionError(f"{dst} {'is not empty' if dst.is_dir() else 'is a file'}; pass a new one")
+        problem = "is not empty" if dst.is_dir() else "is a file"
+        raise ConversionError(f"{dst} {problem}; pass a new or empty directory")
     if dst.resolve() == root.resolve():
         raise ConversionError("the destination is the source directory; pass a new directory")
     source = inspect(root, yes_token, no_token)
-    kind = "tied" if source.tied else "untied"
-    logger.info("converting %s (%s, %s head) to %s", root, kind, source.head.dtype, dst)
+    logger.info("converting %s (output layer %s, %s) to %s", root, source.head.name, source.head.dtype, dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".converting", dir=dst.parent))
     try:

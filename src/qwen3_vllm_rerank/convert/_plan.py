@@ -19,8 +19,16 @@ logger = logging.getLogger("qwen3_vllm_rerank.convert")
 
 #: Qwen3's padding token; the converted config needs a pad_token_id for batches > 1.
 DEFAULT_PAD_TOKEN = "<|endoftext|>"  # noqa: S105 - a token, not a secret
-SOURCE_ARCH, TARGET_ARCH = "Qwen3ForCausalLM", "Qwen3ForSequenceClassification"
-LM_HEAD, EMBED, SCORE = "lm_head.weight", "model.embed_tokens.weight", "score.weight"
+LM_HEAD, SCORE = "lm_head.weight", "score.weight"
+#: model_type -> (the original architecture, the converted one, where ``embed_tokens.weight`` is).
+KINDS = {
+    "qwen3": ("Qwen3ForCausalLM", "Qwen3ForSequenceClassification", "model."),
+    "qwen3_vl": (
+        "Qwen3VLForConditionalGeneration",
+        "Qwen3VLForSequenceClassification",
+        "model.language_model.",
+    ),
+}
 #: Keys of the original reranker's vLLM overrides: harmful in a converted config.
 ORIGINAL_KEYS = ("classifier_from_token", "method", "is_original_qwen3_reranker", "use_pad_token")
 # Other weight formats are never copied: they would hold the original CausalLM.
@@ -29,9 +37,10 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msg
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """An original Qwen3-Reranker checkpoint, inspected (headers and tokenizer only): every tensor by
-    name with its shard, and the output layer ``head`` (``embed_tokens`` when tied, else ``lm_head``)."""
+    """An original Qwen3(-VL)-Reranker checkpoint, inspected (headers and tokenizer only): every tensor
+    by name with its shard, and the output layer ``head`` (``embed_tokens`` when tied, else ``lm_head``)."""
 
+    kind: str  # the model_type: a key of KINDS
     root: Path
     config: dict[str, Any]
     shards: list[Shard]
@@ -44,7 +53,12 @@ class Source:
 
     @property
     def tied(self) -> bool:
-        return self.head.name == EMBED
+        return self.head.name != LM_HEAD
+
+    @property
+    def vl(self) -> bool:
+        """A Qwen3-VL reranker: no transformers class and no Sentence Transformers files for it."""
+        return self.kind == "qwen3_vl"
 
     def kept(self) -> dict[str, tuple[Shard, Tensor]]:
         """The tensors a converted checkpoint keeps: all but ``lm_head.weight``."""
@@ -68,22 +82,23 @@ def resolve_source(src: str | Path) -> Path:
         raise ConversionError(f"cannot download {src} from the Hugging Face hub: {exc}") from exc
 
 
-def _head(root: Path, config: dict[str, Any], tensors: dict[str, tuple[Shard, Tensor]]) -> Tensor:
+def _head(root: Path, config: dict[str, Any], embed: str, tensors: dict[str, tuple[Shard, Tensor]]) -> Tensor:
     if SCORE in tensors:
         raise ConversionError(f"{root} already has a {SCORE} tensor: it looks converted already")
     # A missing tie_word_embeddings means untied: Qwen3Config's default (transformers 4.51 to 5.x).
     tied = bool(config.get("tie_word_embeddings", False))
-    if (EMBED if tied else LM_HEAD) not in tensors:
+    if (embed if tied else LM_HEAD) not in tensors:
         raise ConversionError(
-            f"{root} has no {EMBED}: is it a complete Qwen3 checkpoint?"
+            f"{root} has no {embed}: is it a complete Qwen3 checkpoint?"
             if tied
             else f"config.json of {root} says the output layer is untied (tie_word_embeddings false/absent) "
             f'but there is no {LM_HEAD}; if it is tied (like the 0.6B/4B), set "tie_word_embeddings": true'
         )
     if tied and LM_HEAD in tensors:
         logger.warning("%s ties its embeddings but also stores %s; it is ignored", root, LM_HEAD)
-    head = tensors[EMBED if tied else LM_HEAD][1]
-    shape = [int(config.get("vocab_size") or head.shape[0]), int(config.get("hidden_size") or 0)]
+    head = tensors[embed if tied else LM_HEAD][1]
+    text = config.get("text_config") or config  # Qwen3-VL keeps the language model's sizes there
+    shape = [int(text.get("vocab_size") or head.shape[0]), int(text.get("hidden_size") or 0)]
     if len(head.shape) != 2 or head.shape[1] != shape[1] or head.shape[0] < shape[0]:
         raise ConversionError(f"{head.name} has shape {list(head.shape)}; config.json says {shape}")
     if head.dtype not in ("F16", "BF16", "F32"):
@@ -93,13 +108,11 @@ def _head(root: Path, config: dict[str, Any], tensors: dict[str, tuple[Shard, Te
 
 def _token_id(tokenizer: Any, token: str, role: str, vocab_size: int) -> int:
     token_id = tokenizer.token_to_id(token)
-    if token_id is None:
+    if token_id is None or not 0 <= token_id < vocab_size:
         raise ConversionError(
             f"the {role} token {token!r} is not a single token of this checkpoint's vocabulary (it tokenises "
             f"as {tokenizer.encode(token, add_special_tokens=False).tokens}); pass one such as 'yes' or 'no'"
         )
-    if not 0 <= token_id < vocab_size:
-        raise ConversionError(f"the {role} token {token!r} has id {token_id}, past the vocabulary")
     return int(token_id)
 
 
@@ -108,38 +121,34 @@ def inspect(root: Path, yes_token: str, no_token: str) -> Source:
     if not (root / "config.json").is_file():
         raise ConversionError(f"{root} has no config.json: is it a checkpoint directory?")
     config = read_json(root / "config.json")
-    architectures = config.get("architectures") or []
-    if TARGET_ARCH in architectures:
+    architectures, model_type = config.get("architectures") or [], config.get("model_type")
+    if any(target in architectures for _, target, _ in KINDS.values()):
         raise ConversionError(f"{root} is already converted ({architectures}); serve it as it is")
-    if SOURCE_ARCH not in architectures or config.get("model_type") != "qwen3":
+    if model_type not in KINDS or KINDS[model_type][0] not in architectures:
         raise ConversionError(
-            f"{root} is not an original Qwen3-Reranker checkpoint: config.json has architectures "
-            f"{architectures} and model_type {config.get('model_type')!r}, not ['{SOURCE_ARCH}'] and 'qwen3'"
+            f"{root} is not an original Qwen3(-VL)-Reranker: config.json says {architectures} {model_type!r};"
+            " expected ['Qwen3ForCausalLM'], 'qwen3' or ['Qwen3VLForConditionalGeneration'], 'qwen3_vl'"
         )
     shards, index, tensors = read_shards(root)
-    head = _head(root, config, tensors)
+    head = _head(root, config, KINDS[model_type][2] + "embed_tokens.weight", tensors)
     from tokenizers import Tokenizer
 
-    try:  # the yes/no ids come from the tokenizer
+    try:
         tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
     except Exception as exc:  # tokenizers raises a bare Exception, for a missing file too
-        raise ConversionError(
-            f"cannot read {root / 'tokenizer.json'} (copy the model's there): {exc}"
-        ) from exc
-    vocab = int(config.get("vocab_size") or head.shape[0])
+        raise ConversionError(f"cannot read {root / 'tokenizer.json'} (for the yes/no ids): {exc}") from exc
+    vocab = head.shape[0]
     yes_id, no_id = _token_id(tokenizer, yes_token, "yes", vocab), _token_id(tokenizer, no_token, "no", vocab)
     if yes_id == no_id:
         raise ConversionError(f"the yes and no tokens are the same token (id {yes_id})")
     pad_id = config.get("pad_token_id")
     if pad_id is None:  # Qwen3 pads with <|endoftext|>, which its config.json does not say
         pad_id = _token_id(tokenizer, DEFAULT_PAD_TOKEN, "padding", vocab)
-    return Source(root, config, shards, index, tensors, head, yes_id, no_id, int(pad_id))
+    return Source(model_type, root, config, shards, index, tensors, head, yes_id, no_id, int(pad_id))
 
 
 def _to_bfloat16_bits(float32_bits: int) -> int:
-    """Round a float32 (as its bits) to bfloat16 bits, to nearest even, like torch."""
-    if float32_bits & 0x7F800000 == 0x7F800000 and float32_bits & 0x007FFFFF:
-        return 0x7FC0  # NaN
+    """Round a finite float32 (as its bits) to bfloat16 bits, to nearest even, like torch."""
     return ((float32_bits + 0x7FFF + ((float32_bits >> 16) & 1)) >> 16) & 0xFFFF
 
 
@@ -168,9 +177,10 @@ def score(source: Source) -> tuple[list[float], bytes]:
     return score_values(w_yes, w_no, source.head.dtype)
 
 
-def is_copied(path: Path) -> bool:
-    """Whether a file of the source is copied as it is (tokenizer, generation config, license, ...)."""
-    if path.name.startswith(".") or not path.is_file() or path.name in ("config.json", INDEX, *st.FILES):
+def is_copied(path: Path, vl: bool) -> bool:
+    """Whether a source file is copied as it is (tokenizer, generation config, a VL chat template, ...)."""
+    replaced = ("config.json", INDEX, *(() if vl else st.FILES))
+    if path.name.startswith(".") or not path.is_file() or path.name in replaced:
         return False
     return not path.name.endswith((*_WEIGHT_SUFFIXES, ".bin.index.json"))
 
@@ -203,10 +213,9 @@ def plan(source: Source) -> Plan:
         weight_map = {name: shard.path.name for name, (shard, _) in kept.items()} | {SCORE: home.path.name}
         index = {**source.index, "metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
     config = {k: v for k, v in source.config.items() if k not in ORIGINAL_KEYS}
-    config |= {"architectures": [TARGET_ARCH], "num_labels": 1, "pad_token_id": source.pad_id}
+    config |= {"architectures": [KINDS[source.kind][1]], "num_labels": 1, "pad_token_id": source.pad_id}
     config |= {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}
     # vLLM's score API joins text_1 and text_2 with the tokenizer's pair template unless this is
     # false (ModelConfig.use_sep_token defaults to true for converted checkpoints).
     config["use_sep_token"] = False
-    rewritten = frozenset({home.path} | ({lm_head_shard.path} if lm_head_shard else set()))
-    return Plan(source, data, home, rewritten, config, index)
+    return Plan(source, data, home, frozenset({home.path, (lm_head_shard or home).path}), config, index)

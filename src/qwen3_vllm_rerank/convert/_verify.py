@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import ConversionError
 from ..prompt import format_prompt
 from . import _sentence_transformers as st
-from ._plan import ORIGINAL_KEYS, SCORE, TARGET_ARCH, Source, is_copied, score
+from ._plan import KINDS, ORIGINAL_KEYS, SCORE, Source, is_copied, score
 from ._reading import INDEX, decode, read_json, read_shards
 from ._writing import BUFFER
 
@@ -115,7 +115,7 @@ def _check_tensors(source: Source, converted: Path, fd: Callable[[Path], int]) -
 def verify_files(source: Source, converted: Path) -> VerificationResult:
     """The converted checkpoint against its source: config, tensors, score, tokenizer and other files."""
     config = read_json(converted / "config.json")
-    wanted = {"architectures": [TARGET_ARCH], "num_labels": 1, "pad_token_id": source.pad_id}
+    wanted = {"architectures": [KINDS[source.kind][1]], "num_labels": 1, "pad_token_id": source.pad_id}
     wanted |= {"use_sep_token": False, "tie_word_embeddings": source.tied}
     found = {key: config.get(key, False if key == "tie_word_embeddings" else None) for key in wanted}
     set_here = {*wanted, *ORIGINAL_KEYS, "id2label", "label2id"}
@@ -125,8 +125,9 @@ def verify_files(source: Source, converted: Path) -> VerificationResult:
     with contextlib.ExitStack() as stack:  # each file opened once, all closed at the end
         fd = functools.cache(lambda path: stack.enter_context(path.open("rb", buffering=0)).fileno())
         tensors, compared, rounding = _check_tensors(source, converted, fd)
-    copied = {path.name: path.read_bytes() for path in sorted(source.root.iterdir()) if is_copied(path)}
-    for name, content in (copied | {name: text.encode() for name, text in st.files().items()}).items():
+    copied = {p.name: p.read_bytes() for p in sorted(source.root.iterdir()) if is_copied(p, source.vl)}
+    written = {} if source.vl else {name: text.encode() for name, text in st.files().items()}
+    for name, content in (copied | written).items():
         if not (converted / name).is_file() or (converted / name).read_bytes() != content:
             raise _failed(converted, f"has a {name} other than the source's (or the template's), or none")
     return VerificationResult(tensors, compared, rounding, tuple(copied))
@@ -142,6 +143,8 @@ def verify_model(
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     except ImportError as exc:
         raise ConversionError(f"the forward-pass check needs torch and transformers: {exc}") from exc
+    if source.vl:
+        raise ConversionError("verify='model' is for text rerankers: transformers has no Qwen3-VL seq-cls")
     prompts = [format_prompt(query, document, instruction) for query, document, instruction in pairs]
     tokenizer = AutoTokenizer.from_pretrained(converted, padding_side="right")
     expected: list[float] = []
@@ -162,8 +165,6 @@ def verify_model(
             actual = model(**batch).logits[:, 0].tolist()
         finally:
             hook.remove()
-        del model
-        gc.collect()
     # What storing W[yes] - W[no] in the head's dtype can move a logit: sum |h| * |rounded - exact|,
     # from the original rows, not from what was stored, so a wrong head still fails.
     exact, data = score(source)

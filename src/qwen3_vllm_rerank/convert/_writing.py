@@ -89,10 +89,6 @@ def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
     shutil.copyfile(src, dst)  # in the kernel on Linux (sendfile)
 
 
-def _dump_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-
-
 def write(plan: Plan, out: Path, *, link: bool, progress: bool | None) -> None:
     """Write ``plan`` into the empty directory ``out``; ``progress=None`` shows a bar on a terminal only."""
     from tqdm.auto import tqdm
@@ -110,10 +106,11 @@ def write(plan: Plan, out: Path, *, link: bool, progress: bool | None) -> None:
             else:
                 _link_or_copy(shard.path, out / shard.path.name, link)
                 bar.update(shard.size)
-    if plan.index is not None:
-        _dump_json(out / INDEX, plan.index)
-    _dump_json(out / "config.json", plan.config)
+    for name, data in ((INDEX, plan.index), ("config.json", plan.config)):
+        if data is not None:
+            (out / name).write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     for path in sorted(source.root.iterdir()):
-        if is_copied(path):
+        if is_copied(path, source.vl):
             shutil.copyfile(path, out / path.name)
-    st.write(out)
+    if not source.vl:  # Sentence Transformers cannot load a Qwen3-VL seq-cls checkpoint
+        st.write(out)
