@@ -5,7 +5,8 @@ model with transformers, copies ``W[yes] - W[no]`` into the classifier and saves
 again. ``convert_checkpoint`` streams tensors instead, and its default call also verifies the
 result by reading it back against the source (streaming too). Each method runs as a separate
 process (fresh interpreter, imports included); its peak RSS is its own VmHWM, read at its end.
-Runs are interleaved round-robin with the order rotated; medians are reported. The forward-pass
+Runs are interleaved round-robin with the order rotated, each after a ``sync`` (so that one run's
+written gigabytes do not throttle the next one's writes); medians are reported. The forward-pass
 check (``verify="model"``) is measured once, for its documented cost.
 
     .venv/bin/python benchmarks/convert.py            # ~10 minutes on 2 cores; writes results/convert.*
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -105,6 +107,7 @@ def measure(method: str, src: Path, workdir: Path) -> Run:
     """Run ``method`` in a fresh process; its wall time, in-call time and peak RSS."""
     dst = workdir / "out"
     shutil.rmtree(dst, ignore_errors=True)
+    os.sync()  # the previous run's written gigabytes must not throttle this run's writes
     out, err = workdir / "stdout", workdir / "stderr"
     with out.open("w") as stdout, err.open("w") as stderr:
         start = time.perf_counter()

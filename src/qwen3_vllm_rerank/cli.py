@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, TextIO
+from typing import IO, Literal, TextIO
 
 from . import __version__
 from .errors import InvalidInput, Qwen3RerankError
@@ -111,7 +111,7 @@ class _LogFollower(threading.Thread):
 def _convert(args: argparse.Namespace) -> int:
     from .convert import convert_checkpoint
 
-    verify = "model" if args.verify_model else args.verify
+    verify: bool | Literal["model"] = "model" if args.verify_model else bool(args.verify)
     dst = convert_checkpoint(
         args.src,
         args.dst,
@@ -258,7 +258,8 @@ def _rerank(args: argparse.Namespace) -> int:
     width = max(shutil.get_terminal_size((120, 24)).columns - 24, 20)
     print(f"{'rank':>4}  {'index':>5}  {'score':>8}  document")
     for rank, result in enumerate(results, 1):
-        print(f"{rank:>4}  {result.index:>5}  {result.score:>8.4f}  {_one_line(documents[result.index], width)}")
+        shown = _one_line(documents[result.index], width)
+        print(f"{rank:>4}  {result.index:>5}  {result.score:>8.4f}  {shown}")
     return 0
 
 

@@ -86,8 +86,6 @@ def convert_checkpoint(
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
         problem = "is not empty" if dst.is_dir() else "is a file"
         raise ConversionError(f"{dst} {problem}; pass a new or empty directory")
-    if dst.resolve() == root.resolve():
-        raise ConversionError("the destination is the source directory; pass a new directory")
     source = inspect(root, yes_token, no_token)
     logger.info("converting %s (output layer %s, %s) to %s", root, source.head.name, source.head.dtype, dst)
     dst.parent.mkdir(parents=True, exist_ok=True)

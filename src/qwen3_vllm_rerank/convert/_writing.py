@@ -77,16 +77,18 @@ def rewrite_shard(shard: Shard, path: Path, score: tuple[Tensor, bytes] | None, 
                 copier.copy(src.fileno(), tensor.start, dst.fileno(), tensor.nbytes)
 
 
-def _link_or_copy(src: Path, dst: Path, link: bool) -> None:
+def _link_or_copy(shard: Shard, dst: Path, link: bool, copier: Copier) -> None:
     if link:
         try:
-            os.link(src.resolve(), dst)
+            os.link(shard.path.resolve(), dst)
+            copier.advance(shard.size)
             return
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
                 raise
-            logger.warning("cannot hard-link %s into %s (%s); copying it", src.name, dst.parent, exc.strerror)
-    shutil.copyfile(src, dst)  # in the kernel on Linux (sendfile)
+            logger.warning("cannot hard-link %s (%s); copying it", shard.path, exc.strerror)
+    with shard.path.open("rb", buffering=0) as src, dst.open("xb", buffering=0) as out:
+        copier.copy(src.fileno(), 0, out.fileno(), shard.size)  # copy_file_range: ~4x sendfile here
 
 
 def write(plan: Plan, out: Path, *, link: bool, progress: bool | None) -> None:
@@ -104,8 +106,7 @@ def write(plan: Plan, out: Path, *, link: bool, progress: bool | None) -> None:
                 rewrite_shard(shard, out / shard.path.name, score if shard is plan.home else None, copier)
                 bar.update(shard.size - sum(t.nbytes for n, t in shard.tensors.items() if n != LM_HEAD))
             else:
-                _link_or_copy(shard.path, out / shard.path.name, link)
-                bar.update(shard.size)
+                _link_or_copy(shard, out / shard.path.name, link, copier)
     for name, data in ((INDEX, plan.index), ("config.json", plan.config)):
         if data is not None:
             (out / name).write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
