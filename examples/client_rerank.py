@@ -7,7 +7,7 @@
 
 Starting a server needs vLLM in the interpreter given by ``--server-python`` (default
 ``$QWEN3_VLLM_RERANK_SERVER_PYTHON``, else this one); without ``--model`` it also needs the
-``convert`` extra to build the fixture checkpoint, whose RANDOM weights make the scores
+``testing`` extra to build the fixture checkpoint, whose RANDOM weights make the scores
 meaningless (the prompt, tokenizer and HTTP path are the real ones).
 
 The corpus is ``pydoc_data.topics`` (the text behind ``help("with")``); a cheap keyword

@@ -9,7 +9,7 @@
 
 Starting a server needs vLLM in the interpreter given by ``--server-python`` (default
 ``$QWEN3_VLLM_RERANK_SERVER_PYTHON``, else this one); without ``--model`` it also needs the
-``convert`` extra to build the fixture checkpoint, whose RANDOM weights make the scores
+``testing`` extra to build the fixture checkpoint, whose RANDOM weights make the scores
 meaningless (the prompt, tokenizer and HTTP path are the real ones).
 
 Pipeline: a BM25 retriever over the paragraphs of ``pydoc_data.topics`` (the text behind

@@ -16,7 +16,7 @@ import pytest
 from qwen3_vllm_rerank import VLLMServer
 from qwen3_vllm_rerank.testing import make_fixture_checkpoint
 
-from .serving import OTHER_SERVERS, SERVING_PATHS
+from .serving import OTHER_SERVERS, SERVING_PATHS, ServingPath
 
 SERVER_PYTHON_ENV = "QWEN3_VLLM_RERANK_SERVER_PYTHON"
 
@@ -50,35 +50,47 @@ class Checkpoints:
 class ServerPool:
     """One server per serving path, started on first use, all stopped at session end.
 
-    A vLLM CPU server holds 2-3 GB; to stay well inside the machine's memory at most
-    ``max_running`` run at once: the default "original" one and the Qwen3-VL one (the slowest to
-    start, used by tests in all three trees) stay, and the least
-    recently used of the others is stopped to make room (tests are grouped by server,
-    so a stopped one is rarely needed again; it would simply be restarted).
+    A vLLM CPU server holds 2-3 GB (a Qwen3-VL one ~6 GB); to stay well inside the machine's
+    memory the running servers keep within ``memory_gb`` (their ``ServingPath.memory_gb``): the
+    default "original" one and the Qwen3-VL one (the slowest to start, used by tests in all three
+    trees) stay, and the least recently used of the others is stopped to make room (tests are
+    grouped by server, so a stopped one is rarely needed again; it would simply be restarted).
     """
 
     PINNED = ("original", "vl")
 
-    def __init__(self, checkpoints: Checkpoints, workdir: Path, python: str, max_running: int = 4) -> None:
+    def __init__(self, checkpoints: Checkpoints, workdir: Path, python: str, memory_gb: float = 15) -> None:
         self.checkpoints = checkpoints
         self.workdir = workdir
         self.python = python
-        self.max_running = max_running
+        self.memory_gb = memory_gb
         self._running: dict[str, Served] = {}
+        self._prepared: dict[str, Path] = {}
 
-    def _make_room(self) -> None:
-        while len(self._running) >= self.max_running:
-            victim = next(name for name in self._running if name not in self.PINNED)
+    @staticmethod
+    def _path(name: str) -> ServingPath:
+        return SERVING_PATHS.get(name) or OTHER_SERVERS[name]
+
+    def _make_room(self, needed_gb: float) -> None:
+        def used() -> float:
+            return sum(self._path(name).memory_gb for name in self._running)
+
+        while self._running and used() + needed_gb > self.memory_gb:
+            victim = next((name for name in self._running if name not in self.PINNED), None)
+            if victim is None:
+                break  # only pinned servers left: start anyway
             self._running.pop(victim).server.stop()
 
     def get(self, name: str) -> Served:
         if name in self._running:
             self._running[name] = self._running.pop(name)  # most recently used last
         else:
-            self._make_room()
-            path = SERVING_PATHS.get(name) or OTHER_SERVERS[name]
+            path = self._path(name)
+            self._make_room(path.memory_gb)
             original = self.checkpoints.get(path.checkpoint)
-            target = path.prepare(original, self.workdir / name)
+            if name not in self._prepared:  # once: a server stopped to make room may be restarted
+                self._prepared[name] = path.prepare(original, self.workdir / name)
+            target = self._prepared[name]
             server = VLLMServer(
                 target,
                 python=self.python,

@@ -34,6 +34,16 @@ def vl_fixture(original: Path, workdir: Path) -> Path:
     return make_vl_fixture_checkpoint(workdir / "vl")
 
 
+def vl_converted_untied(original: Path, workdir: Path) -> Path:
+    """An untied tiny Qwen3-VL reranker (8B-style: where the 0.5 trap bites) in ``workdir / "vl"``,
+    converted offline into ``workdir / "converted"`` (served with --runner pooling alone)."""
+    from qwen3_vllm_rerank.convert import convert_checkpoint
+    from qwen3_vllm_rerank.testing import make_vl_fixture_checkpoint
+
+    source = make_vl_fixture_checkpoint(workdir / "vl", tied=False)
+    return convert_checkpoint(source, workdir / "converted", progress=False)
+
+
 @dataclass(frozen=True)
 class ServingPath:
     """One way to serve a fixture checkpoint.
@@ -48,6 +58,8 @@ class ServingPath:
     extra_args: tuple[str, ...] = field(default=())
     api_key: str | None = None
     self_check: bool = True
+    #: Resident memory of the server here, for the pool's budget (a Qwen3-VL one holds ~6 GB).
+    memory_gb: float = 2.5
 
 
 SERVING_PATHS: dict[str, ServingPath] = {
@@ -80,7 +92,15 @@ OTHER_SERVERS: dict[str, ServingPath] = {
         self_check=False,
     ),
     "api-key": ServingPath("tied", extra_args=("--max-model-len", "2048"), api_key=TEST_API_KEY),
-    # The one Qwen3-VL reranker server of a session (~3.5 min and ~6 GB to start here): VLLMServer's
-    # tests and the VL client tests share it.
-    "vl": ServingPath("tied", prepare=vl_fixture),
+    # The Qwen3-VL reranker servers (~3.5 min and ~6 GB each to start here), two per session:
+    # the original checkpoint (client-formatted prompts), shared by VLLMServer's tests, the VL client
+    # tests and both adapters' image tests; and a converted untied one that applies the VL score
+    # template itself (the converted and the server-template routes, in one server).
+    "vl": ServingPath("tied", prepare=vl_fixture, memory_gb=6),
+    "vl-converted-server-template": ServingPath(
+        "tied",
+        prepare=vl_converted_untied,
+        extra_args=("--chat-template", str(DATA / "qwen3_vl_reranker.jinja")),
+        memory_gb=6,
+    ),
 }

@@ -25,6 +25,8 @@ from qwen3_vllm_rerank.errors import ConversionError
 
 from .fixtures import Checkpoints, Served
 
+pytestmark = pytest.mark.heavy  # runs the CLI in subprocesses on fixture checkpoints
+
 CLI = str(Path(sys.executable).parent / "qwen3-vllm-rerank")
 COMMANDS = ["convert", "serve", "rerank", "make-fixture"]
 QUERY = "What is the capital of France?"
@@ -79,6 +81,22 @@ def test_make_fixture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
         assert "lm_head.weight" in handle.keys()  # noqa: SIM118 - safe_open is not a mapping
     assert main(["make-fixture", str(target)]) == 1
     _one_error_line(capsys.readouterr().err, "already holds a checkpoint")
+
+
+def test_make_fixture_vl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--vl: a tiny Qwen3-VL reranker with the real tokenizer and the processor files a published one
+    ships; it converts like a real one."""
+    target = tmp_path / "vl"
+    assert main(["make-fixture", str(target), "--vl", "--untied"]) == 0
+    assert f"wrote {target}" in capsys.readouterr().out
+    config = json.loads((target / "config.json").read_text())
+    assert config["architectures"] == ["Qwen3VLForConditionalGeneration"]
+    assert config["tie_word_embeddings"] is False
+    for name in ("tokenizer.json", "preprocessor_config.json", "chat_template.jinja"):
+        assert (target / name).is_file(), name
+    assert main(["convert", str(target), str(tmp_path / "converted"), "--link"]) == 0
+    converted = json.loads((tmp_path / "converted" / "config.json").read_text())
+    assert converted["architectures"] == ["Qwen3VLForSequenceClassification"]
 
 
 def test_convert_then_refuse_to_overwrite(

@@ -15,26 +15,22 @@ from typing import Any
 
 import pytest
 import torch
-from PIL import Image as PILImage
 from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from qwen3_vllm_rerank import RerankClient
 from qwen3_vllm_rerank.convert import VERIFY_PAIRS, convert_checkpoint, verify_conversion
 from qwen3_vllm_rerank.convert._plan import score_values
 from qwen3_vllm_rerank.convert._reading import decode
 from qwen3_vllm_rerank.convert._writing import Copier
 from qwen3_vllm_rerank.errors import ConversionError, Qwen3RerankError
-from qwen3_vllm_rerank.images import Content, Image
 from qwen3_vllm_rerank.prompt import format_prompt
 from qwen3_vllm_rerank.testing import make_fixture_checkpoint, make_vl_fixture_checkpoint
 
-from .fixtures import Checkpoints, ServerPool
+from .fixtures import Checkpoints
 from .pairs import FIDELITY_CASES
-from .reference_vl import Side
-from .reference_vl import reference_scores as vl_reference_scores
-from .serving import OTHER_SERVERS, ServingPath, vl_fixture
+
+pytestmark = pytest.mark.heavy  # fixture checkpoints built with torch; some verify with transformers
 
 YES, NO = 9693, 2152
 
@@ -519,33 +515,3 @@ def test_a_qwen3_vl_reranker_converts_to_a_qwen3_vl_seq_cls_checkpoint(
     assert verify_conversion(source, out).tensors == len(original) - (name == "untied")
     with pytest.raises(ConversionError, match="verify='model' is for text rerankers"):
         verify_conversion(source, out, model=True)
-
-
-def _vl_converted(original: Path, workdir: Path) -> Path:
-    return convert_checkpoint(vl_fixture(original, workdir), workdir / "converted", progress=False)
-
-
-# Served through the session's pool, which keeps the number of running servers (and memory) bounded.
-OTHER_SERVERS.setdefault("vl-converted", ServingPath("tied", prepare=_vl_converted))
-
-
-def test_vllm_serves_a_converted_qwen3_vl_reranker_like_the_original(server_pool: ServerPool) -> None:
-    served = server_pool.get("vl-converted")  # VLLMServer: --runner pooling, no --hf-overrides
-    original = served.served_checkpoint.parent / "vl"
-    stripes = PILImage.new("RGB", (96, 64), (200, 30, 30))
-    for x in range(0, 96, 8):
-        stripes.paste((10, 200, 40), (x, 0, x + 2, 64))
-    query = "a red picture with green stripes"
-    documents = [
-        Content("a red image"),
-        Content("bananas are yellow", images=[Image(stripes)]),
-        Image(stripes),
-    ]
-    sides = [
-        Side(text="a red image"),
-        Side(text="bananas are yellow", images=[stripes]),
-        Side(images=[stripes]),
-    ]
-    with RerankClient(served.base_url) as client:
-        scores = client.score(query, documents)
-    assert scores == pytest.approx(vl_reference_scores(original, Side(text=query), sides), abs=1e-4)

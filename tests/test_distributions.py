@@ -225,14 +225,17 @@ def _run_pipeline(python: Path, script: str, request: dict[str, Any], cwd: Path)
 
 
 @pytest.mark.parametrize(
-    ("adapter", "requirements", "script"),
+    ("adapter", "extra", "requirements", "script"),
     [
-        pytest.param(LANGCHAIN, ["langchain-classic>=1,<2"], "langchain_pipeline.py", id="langchain"),
-        pytest.param(LLAMA_INDEX, [], "llama_index_pipeline.py", id="llama-index"),
+        # `pip install langchain-qwen3-vllm-rerank` (its wheel), which pulls the core.
+        pytest.param(LANGCHAIN, None, ["langchain-classic>=1,<2"], "langchain_pipeline.py", id="langchain"),
+        # `pip install "qwen3-vllm-rerank[llama-index]"` (the core's wheel), whose extra pulls the adapter.
+        pytest.param(LLAMA_INDEX, "llama-index", [], "llama_index_pipeline.py", id="llama-index-via-extra"),
     ],
 )
 def test_adapter_installed_from_its_wheel_runs_a_real_pipeline(
     adapter: Project,
+    extra: str | None,
     requirements: list[str],
     script: str,
     built: Built,
@@ -240,7 +243,8 @@ def test_adapter_installed_from_its_wheel_runs_a_real_pipeline(
     documents: list[str],
     tmp_path: Path,
 ) -> None:
-    python = _fresh_venv(tmp_path / "venv", [str(built.wheel(adapter)), *requirements], built)
+    wanted = f"{built.wheel(CORE)}[{extra}]" if extra else str(built.wheel(adapter))
+    python = _fresh_venv(tmp_path / "venv", [wanted, *requirements], built)
     # Every file of ours that pip installed is the built wheel's, byte for byte (RECORD hashes).
     for project in (CORE, adapter):
         wheel_record = _record(built.wheel(project))

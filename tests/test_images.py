@@ -284,6 +284,7 @@ def test_huge_decoded_image_is_refused_from_its_header_without_decoding() -> Non
     refused(PILImage.new("L", (9000, 8000)), "pixels, over the limit of 64000000")
 
 
+@pytest.mark.heavy  # decodes and resizes a 50-megapixel image (seconds)
 def test_fifty_megapixel_image_gets_the_official_pixels() -> None:
     image = PILImage.new("RGB", (8660, 5774), (30, 120, 200))
     prepared = prepare_image(png_bytes(image))

@@ -78,3 +78,40 @@ def test_tokenising_halves_equals_tokenising_the_whole(tokenizer: Tokenizer) -> 
             + tokenizer.encode(text_2, add_special_tokens=False).ids
         )
         assert whole == halves, (query, document)
+
+
+# --- the Qwen3-VL score template the tests serve (tests/data/qwen3_vl_reranker.jinja) ----------
+
+VL_TEMPLATE = Path(__file__).parent / "data" / "qwen3_vl_reranker.jinja"
+
+
+@pytest.mark.parametrize(
+    ("query", "query_images", "document", "document_images", "instruction"),
+    [
+        ("what is shown?", 0, "a caption", 0, None),
+        ("find this", 1, "", 2, None),
+        ("", 0, "", 0, "Retrieve images or text that match the query."),
+        ("q\nwith a newline", 0, "d", 1, "custom"),
+    ],
+)
+def test_the_vl_server_template_renders_the_clients_prompt_exactly(
+    query: str, query_images: int, document: str, document_images: int, instruction: str | None
+) -> None:
+    """Rendered as vLLM renders a score template (transformers' chat-template renderer, the
+    sides as vLLM's parser writes them: each image's placeholder, then the text), it is the
+    client's VL prompt character for character, final newline included."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from qwen3_vllm_rerank.prompt import IMAGE_PLACEHOLDER, format_vl_prompt
+
+    messages = [
+        {"role": "query", "content": IMAGE_PLACEHOLDER * query_images + query},
+        {"role": "document", "content": IMAGE_PLACEHOLDER * document_images + document},
+    ]
+    kwargs = {} if instruction is None else {"instruction": instruction}
+    output = render_jinja_template([messages], chat_template=VL_TEMPLATE.read_text(), **kwargs)
+    (rendered,) = output[0] if isinstance(output, tuple) else output  # (prompts, masks) in some versions
+    expected = format_vl_prompt(
+        query, document, instruction, query_images=query_images, document_images=document_images
+    )
+    assert rendered == expected

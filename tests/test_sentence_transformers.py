@@ -34,6 +34,8 @@ from .fixtures import Checkpoints, ServerPool
 from .pairs import FIDELITY_CASES
 from .reference import reference_scores
 
+pytestmark = pytest.mark.heavy  # loads Sentence Transformers / transformers models
+
 CUSTOM = "Given a code search query, retrieve documentation that explains the feature"
 CASE = FIDELITY_CASES[0]  # six documents with distinct scores on the tied fixture
 

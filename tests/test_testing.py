@@ -13,6 +13,8 @@ from qwen3_vllm_rerank.testing import QWEN3_ADDED_TOKENS, make_fixture_checkpoin
 
 from .fixtures import Checkpoints
 
+pytestmark = pytest.mark.heavy  # builds fixture checkpoints with torch
+
 
 def _tensor_names(path: Path) -> set[str]:
     names: set[str] = set()

@@ -20,11 +20,12 @@ from qwen3_vllm_rerank import (
     Image,
     InvalidInput,
     RerankClient,
+    TemplateMismatchError,
     UrlFetcher,
 )
 from qwen3_vllm_rerank.prompt import VL_DEFAULT_INSTRUCTION
 
-from .fixtures import Served
+from .fixtures import Served, ServerPool
 from .recording import RequestLog
 from .reference_vl import Side, reference_scores
 
@@ -215,3 +216,48 @@ def test_the_token_budget_counts_image_tokens(vl_served: Served, images: dict[st
         assert result.truncated
         with pytest.raises(InvalidInput, match="no room"):
             client.score(Content(QUERY, images=[images["large"]]), [document])
+
+
+# --- a converted (untied) Qwen3-VL reranker behind vLLM's --chat-template --------------------
+
+
+@pytest.fixture(scope="module")
+def templated(server_pool: ServerPool) -> Served:
+    """The converted untied VL fixture, served (``--runner pooling``, no overrides) with
+    ``tests/data/qwen3_vl_reranker.jinja``: vLLM applies the VL prompt itself."""
+    return server_pool.get("vl-converted-server-template")
+
+
+def _original(served: Served) -> Path:
+    """The CausalLM checkpoint the served conversion was made from (the reference's)."""
+    return served.served_checkpoint.parent / "vl"
+
+
+def test_a_converted_checkpoint_behind_the_vl_server_template_scores_like_the_original(
+    templated: Served, images: dict[str, PILImage.Image], tmp_path: Path
+) -> None:
+    documents, sides = _documents(images, tmp_path)
+    expected = reference_scores(_original(templated), Side(QUERY), sides)
+    assert all(0 < score < 1 and score != 0.5 for score in expected)
+    for template in ("auto", "server"):  # the bare query and documents go to the server's template
+        with RerankClient(templated.base_url, template=template) as client:
+            assert client.score(QUERY, documents) == pytest.approx(expected, abs=TOLERANCE), template
+    # Formatting on the client too would double the template: refused, never a wrong score.
+    with (
+        RerankClient(templated.base_url, template="client") as client,
+        pytest.raises(TemplateMismatchError, match="applies a score template itself"),
+    ):
+        client.score(QUERY, documents)
+
+
+async def test_async_through_the_vl_server_template_with_an_image_query_and_an_instruction(
+    templated: Served, images: dict[str, PILImage.Image], tmp_path: Path
+) -> None:
+    documents, sides = _documents(images, tmp_path)
+    instruction = "Find the slide that answers the question."
+    query = Content("which region grew most?", images=[images["odd"]])
+    expected = reference_scores(
+        _original(templated), Side("which region grew most?", [images["odd"]]), sides, instruction
+    )
+    async with AsyncRerankClient(templated.base_url, instruction=instruction, batch_size=2) as client:
+        assert await client.score(query, documents) == pytest.approx(expected, abs=TOLERANCE)

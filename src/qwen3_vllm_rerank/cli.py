@@ -23,6 +23,7 @@ from types import FrameType
 from typing import IO, Literal, TextIO
 
 from . import __version__
+from .client import DEFAULT_TIMEOUT
 from .errors import InvalidInput, Qwen3RerankError
 
 __all__ = ["main"]
@@ -414,7 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--top-n", type=_positive_int, help="print only the best N")
     rerank.add_argument("--model", help="the served model name (default: discovered from /v1/models)")
     rerank.add_argument("--api-key", help="API key (default: $QWEN3_VLLM_RERANK_API_KEY)")
-    rerank.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default: 60)")
+    rerank.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds for the server to answer a request (default: {DEFAULT_TIMEOUT:g}, the client's)",
+    )
     rerank.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rerank.add_argument("documents", nargs="*", metavar="DOC", help="documents (default: read stdin)")
     rerank.set_defaults(handler=_rerank)
@@ -425,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a random-weight Qwen3-Reranker-shaped checkpoint for tests",
         description=(
             "Write a random-weight Qwen3ForCausalLM with the real Qwen3 tokenizer: every token id and "
-            "code path is the real one, the scores mean nothing. Needs the `convert` extra."
+            "code path is the real one, the scores mean nothing. Needs the `testing` extra."
         ),
     )
     fixture.add_argument("dir", metavar="DIR", help="the directory to write")

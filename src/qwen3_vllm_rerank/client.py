@@ -71,7 +71,11 @@ def _timeout(value: float | httpx.Timeout) -> httpx.Timeout:
 
 
 class _BaseClient(Generic[H]):
-    """Settings, validation and the flows of every call; subclasses send."""
+    """Settings, validation and the flows of every call; subclasses send.
+
+    About 150 lines, most of them the documentation of the options, declared here once for
+    both clients (and read by the adapters' settings).
+    """
 
     def __init__(
         self,
@@ -110,7 +114,8 @@ class _BaseClient(Generic[H]):
                 ``httpx.Timeout``. Connecting gets at most 10 s. A request that timed out is
                 not sent again: the server is probably still computing it.
             batch_size: documents per request; a larger call is split into several requests.
-            max_concurrency: requests in flight (async) / pooled connections (sync), per endpoint.
+            max_concurrency: requests in flight at once across the calls of this client (async);
+                connections kept per endpoint (both clients).
             max_length: cap on prompt tokens, below the server's ``max_model_len``.
             long_documents: ``"truncate"`` (default), ``"chunk"`` or ``"error"`` for a
                 document that does not fit; the template is never cut.

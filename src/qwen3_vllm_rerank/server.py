@@ -128,6 +128,9 @@ class VLLMServer:
     The server runs in its own process group and gets SIGTERM if this process dies (Linux), however
     it dies; :meth:`stop` (or leaving the ``with`` block, or interpreter exit) stops the whole group.
     :attr:`plan` says what was chosen and why once :meth:`command` or :meth:`start` ran.
+
+    Its length (~180 lines) is the process's life cycle, one job: choosing the flags is
+    ``launch.py``'s, spawning ``_process.py``'s, the scoring self-check ``_self_check.py``'s.
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""The LlamaIndex postprocessor with images: ``ImageNode`` s (image / image_path) and text nodes,
+"""The LlamaIndex postprocessor with images: ``ImageNode`` s (image / image_path / image_url) and text nodes,
 mixed, sync and async, with events, in a real retrieval pipeline that returns image nodes,
 against a real Qwen3-VL-Reranker server."""
 
@@ -7,7 +7,9 @@ from __future__ import annotations
 import base64
 import io
 import random
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,12 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.llms import MockLLM
-from llama_index.core.schema import ImageNode, NodeWithScore, TextNode
+from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
 from llama_index_instrumentation import get_dispatcher
 from PIL import Image as PILImage
 
 from llama_index.postprocessor.qwen3_vllm_rerank import Qwen3VLLMReranker
-from qwen3_vllm_rerank import InvalidInput
+from qwen3_vllm_rerank import InvalidInput, UrlFetcher
 from tests.fixtures import Served
 from tests.reference_vl import Side, reference_scores
 
@@ -118,3 +120,70 @@ def test_an_image_node_with_bad_base64_names_the_node(vl_served: Served) -> None
     broken = NodeWithScore(node=ImageNode(text="x", image="@@not base64@@", id_="bad"), score=1.0)
     with pytest.raises(InvalidInput, match=r"nodes\[0\] \(id 'bad'\)"):
         reranker.postprocess_nodes([broken], query_str=QUERY)
+
+
+class _Site:
+    """A local web server with one PNG, counting how often it is fetched."""
+
+    def __init__(self, png: bytes) -> None:
+        site = self
+        self.hits = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                site.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(png)))
+                self.end_headers()
+                self.wfile.write(png)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/page.png"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_image_url_nodes_need_a_fetcher_and_an_image_query_bundle_queries_with_its_image(
+    vl_served: Served, tmp_path: Path
+) -> None:
+    page, query_picture = _noise(100, 70, 21), _noise(64, 96, 22)
+    buffer = io.BytesIO()
+    page.save(buffer, format="PNG")
+    query_path = tmp_path / "query.png"
+    query_picture.save(query_path)
+    site = _Site(buffer.getvalue())
+    try:
+        nodes = [
+            NodeWithScore(node=ImageNode(text="a scanned page", image_url=site.url, id_="url"), score=0.5),
+            NodeWithScore(node=TextNode(text="Mountain lakes are fed by snowmelt.", id_="text"), score=0.4),
+        ]
+        bundle = QueryBundle(query_str=QUERY, image_path=str(query_path))
+        with pytest.raises(InvalidInput, match=r"documents\[0\]: image URL .* not fetched by default"):
+            Qwen3VLLMReranker(base_url=vl_served.base_url).postprocess_nodes(nodes, query_bundle=bundle)
+        assert site.hits == 0
+        reranker = Qwen3VLLMReranker(
+            base_url=vl_served.base_url, top_n=None, image_fetcher=UrlFetcher(timeout=5)
+        )
+        returned = reranker.postprocess_nodes(nodes, query_bundle=bundle)
+        assert site.hits == 1, "fetched once, by the client"
+    finally:
+        site.close()
+    expected = dict(
+        zip(
+            ["url", "text"],
+            reference_scores(
+                vl_served.served_checkpoint,
+                Side(QUERY, [query_picture]),
+                [Side("a scanned page", [page]), Side("Mountain lakes are fed by snowmelt.")],
+            ),
+            strict=True,
+        )
+    )
+    assert {n.node.node_id: n.score for n in returned} == pytest.approx(expected, abs=1e-4)

@@ -76,7 +76,7 @@ def convert_checkpoint(
     Peak memory is about 250 MB whatever the model's size (unless ``verify="model"``).
 
     Raises:
-        ConversionError: not an original Qwen3 CausalLM checkpoint, already converted, ``dst`` not
+        ConversionError: not an original Qwen3 or Qwen3-VL reranker checkpoint, already converted, ``dst`` not
             empty, a token not a single vocabulary token, or verification failed.
     """
     if verify not in (True, False, "model"):
