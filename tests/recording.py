@@ -1,12 +1,15 @@
-"""Watching HTTP traffic from the outside: httpx event hooks, and a port nothing listens on."""
+"""Watching HTTP traffic from the outside: httpx event hooks, a port nothing listens on, and a
+local web server with one image that counts its fetches."""
 
 from __future__ import annotations
 
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-__all__ = ["RequestLog", "closed_port_url"]
+__all__ = ["ImageSite", "RequestLog", "closed_port_url"]
 
 
 class RequestLog:
@@ -35,3 +38,32 @@ def closed_port_url() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class ImageSite:
+    """A local web server with one PNG (an image URL a document might name); ``hits`` counts the
+    fetches. Close it with :meth:`close`."""
+
+    def __init__(self, body: bytes) -> None:
+        site = self
+        self.hits = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                site.hits += 1
+                self.send_response(200)
+                self.send_header("content-type", "image/png")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/page.png"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

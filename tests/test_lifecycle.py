@@ -77,3 +77,40 @@ async def test_aclose_closes_the_pool_of_the_running_loop(served: Served) -> Non
     assert _connections_to(served.base_url) == 0
     assert len(await client.score(QUERY, DOCS)) == 2, "a later call reconnects"
     await client.aclose()
+
+
+def test_aclose_from_another_loop_closes_the_pool_that_loop_still_runs() -> None:
+    """aclose() on loop B for a pool bound to loop A, which is still running in another thread:
+    A closes it (its own connections), nothing is dropped unclosed."""
+    import threading
+
+    import httpx
+
+    from qwen3_vllm_rerank._transport import LoopBoundClient
+
+    pools = LoopBoundClient(timeout=httpx.Timeout(5.0), limits=httpx.Limits(max_connections=2))
+    other = asyncio.new_event_loop()
+    thread = threading.Thread(target=other.run_forever, daemon=True)
+    thread.start()
+    try:
+
+        async def bind() -> httpx.AsyncClient:
+            return pools.get()
+
+        async def closed_soon(http: httpx.AsyncClient) -> bool:
+            for _ in range(50):
+                if http.is_closed:
+                    return True
+                await asyncio.sleep(0.02)
+            return False
+
+        http = asyncio.run_coroutine_threadsafe(bind(), other).result(timeout=5)
+        assert not http.is_closed
+        asyncio.run(pools.aclose())  # from this thread's own, different loop
+        closed = asyncio.run_coroutine_threadsafe(closed_soon(http), other)
+        assert closed.result(timeout=5), "closed by the loop that owns it"
+        assert pools._bound is None
+    finally:
+        other.call_soon_threadsafe(other.stop)
+        thread.join(timeout=5)
+        other.close()

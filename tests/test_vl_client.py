@@ -5,9 +5,7 @@ request (hostile ones refused, URLs fetched only on opt-in, by the client)."""
 from __future__ import annotations
 
 import io
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from qwen3_vllm_rerank import (
 from qwen3_vllm_rerank.prompt import VL_DEFAULT_INSTRUCTION
 
 from .fixtures import Served, ServerPool
-from .recording import RequestLog
+from .recording import ImageSite, RequestLog
 from .reference_vl import Side, reference_scores
 
 TOLERANCE = 1e-4
@@ -151,43 +149,15 @@ def test_hostile_images_are_refused_before_any_request(vl_served: Served, tmp_pa
     assert log.paths == []
 
 
-class _ImageSite:
-    """A local web server with one PNG: an image URL a document might name."""
-
-    def __init__(self, body: bytes) -> None:
-        site = self
-        self.hits = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                site.hits += 1
-                self.send_response(200)
-                self.send_header("content-type", "image/png")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/page.png"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
-def image_site(images: dict[str, PILImage.Image]) -> Iterator[_ImageSite]:
-    site = _ImageSite(_png(images["odd"]))
+def image_site(images: dict[str, PILImage.Image]) -> Iterator[ImageSite]:
+    site = ImageSite(_png(images["odd"]))
     yield site
     site.close()
 
 
 def test_image_urls_are_fetched_only_on_opt_in_and_only_by_the_client(
-    vl_served: Served, images: dict[str, PILImage.Image], image_site: _ImageSite
+    vl_served: Served, images: dict[str, PILImage.Image], image_site: ImageSite
 ) -> None:
     log = RequestLog()
     with log.client() as http, RerankClient(vl_served.base_url, http_client=http) as client:

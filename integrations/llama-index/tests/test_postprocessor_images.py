@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import random
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ from PIL import Image as PILImage
 from llama_index.postprocessor.qwen3_vllm_rerank import Qwen3VLLMReranker
 from qwen3_vllm_rerank import InvalidInput, UrlFetcher
 from tests.fixtures import Served
+from tests.recording import ImageSite
 from tests.reference_vl import Side, reference_scores
 
 QUERY = "a photo of a mountain lake"
@@ -122,34 +121,6 @@ def test_an_image_node_with_bad_base64_names_the_node(vl_served: Served) -> None
         reranker.postprocess_nodes([broken], query_str=QUERY)
 
 
-class _Site:
-    """A local web server with one PNG, counting how often it is fetched."""
-
-    def __init__(self, png: bytes) -> None:
-        site = self
-        self.hits = 0
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                site.hits += 1
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(png)))
-                self.end_headers()
-                self.wfile.write(png)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/page.png"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 def test_image_url_nodes_need_a_fetcher_and_an_image_query_bundle_queries_with_its_image(
     vl_served: Served, tmp_path: Path
 ) -> None:
@@ -158,7 +129,7 @@ def test_image_url_nodes_need_a_fetcher_and_an_image_query_bundle_queries_with_i
     page.save(buffer, format="PNG")
     query_path = tmp_path / "query.png"
     query_picture.save(query_path)
-    site = _Site(buffer.getvalue())
+    site = ImageSite(buffer.getvalue())
     try:
         nodes = [
             NodeWithScore(node=ImageNode(text="a scanned page", image_url=site.url, id_="url"), score=0.5),
