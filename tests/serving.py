@@ -44,6 +44,12 @@ def vl_converted_untied(original: Path, workdir: Path) -> Path:
     return convert_checkpoint(source, workdir / "converted", progress=False)
 
 
+def vl_converted_original(converted: Path) -> Path:
+    """The CausalLM checkpoint :func:`vl_converted_untied` converted into ``converted`` (the
+    reference's)."""
+    return converted.parent / "vl"
+
+
 @dataclass(frozen=True)
 class ServingPath:
     """One way to serve a fixture checkpoint.

@@ -26,6 +26,7 @@ from qwen3_vllm_rerank.prompt import VL_DEFAULT_INSTRUCTION
 from .fixtures import Served, ServerPool
 from .recording import ImageSite, RequestLog
 from .reference_vl import Side, reference_scores
+from .serving import vl_converted_original
 
 TOLERANCE = 1e-4
 QUERY = "a chart of quarterly revenue"
@@ -92,18 +93,25 @@ def test_every_kind_of_document_scores_like_the_reference(
     assert ranked[0].document is documents[ranked[0].index]
 
 
+async def _check_an_image_query_with_an_instruction(
+    base_url: str, reference: Path, picture: PILImage.Image, documents: list[object], sides: list[Side]
+) -> None:
+    """The async client, batches of 2, a text+image query and a custom instruction: the reference's
+    scores."""
+    instruction = "Find the slide that answers the question."
+    query = Content("which region grew most?", images=[picture])
+    expected = reference_scores(reference, Side("which region grew most?", [picture]), sides, instruction)
+    async with AsyncRerankClient(base_url, instruction=instruction, batch_size=2) as client:
+        assert await client.score(query, documents) == pytest.approx(expected, abs=TOLERANCE)
+
+
 async def test_async_client_scores_image_queries_and_custom_instructions(
     vl_served: Served, images: dict[str, PILImage.Image], tmp_path: Path
 ) -> None:
     documents, sides = _documents(images, tmp_path)
-    instruction = "Find the slide that answers the question."
-    query = Content("which region grew most?", images=[images["aligned"]])
-    expected = reference_scores(
-        vl_served.served_checkpoint, Side("which region grew most?", [images["aligned"]]), sides, instruction
+    await _check_an_image_query_with_an_instruction(
+        vl_served.base_url, vl_served.served_checkpoint, images["aligned"], documents, sides
     )
-    async with AsyncRerankClient(vl_served.base_url, instruction=instruction, batch_size=2) as client:
-        scores = await client.score(query, documents)
-    assert scores == pytest.approx(expected, abs=TOLERANCE)
     image_query = Image(images["small"])
     expected_default = reference_scores(vl_served.served_checkpoint, Side(None, [images["small"]]), sides[:2])
     async with AsyncRerankClient(vl_served.base_url) as client:
@@ -198,16 +206,11 @@ def templated(server_pool: ServerPool) -> Served:
     return server_pool.get("vl-converted-server-template")
 
 
-def _original(served: Served) -> Path:
-    """The CausalLM checkpoint the served conversion was made from (the reference's)."""
-    return served.served_checkpoint.parent / "vl"
-
-
 def test_a_converted_checkpoint_behind_the_vl_server_template_scores_like_the_original(
     templated: Served, images: dict[str, PILImage.Image], tmp_path: Path
 ) -> None:
     documents, sides = _documents(images, tmp_path)
-    expected = reference_scores(_original(templated), Side(QUERY), sides)
+    expected = reference_scores(vl_converted_original(templated.served_checkpoint), Side(QUERY), sides)
     assert all(0 < score < 1 and score != 0.5 for score in expected)
     for template in ("auto", "server"):  # the bare query and documents go to the server's template
         with RerankClient(templated.base_url, template=template) as client:
@@ -224,10 +227,7 @@ async def test_async_through_the_vl_server_template_with_an_image_query_and_an_i
     templated: Served, images: dict[str, PILImage.Image], tmp_path: Path
 ) -> None:
     documents, sides = _documents(images, tmp_path)
-    instruction = "Find the slide that answers the question."
-    query = Content("which region grew most?", images=[images["odd"]])
-    expected = reference_scores(
-        _original(templated), Side("which region grew most?", [images["odd"]]), sides, instruction
+    reference = vl_converted_original(templated.served_checkpoint)
+    await _check_an_image_query_with_an_instruction(
+        templated.base_url, reference, images["odd"], documents, sides
     )
-    async with AsyncRerankClient(templated.base_url, instruction=instruction, batch_size=2) as client:
-        assert await client.score(query, documents) == pytest.approx(expected, abs=TOLERANCE)
