@@ -18,7 +18,9 @@ from .fixtures import Served
 
 QUERY = "what is a closure?"
 DOCS = [f"Document {i}: a closure captures variables." for i in range(12)]
-DELAY = 3.0
+DELAY = 8.0
+# Well under DELAY, and well over what the unheld discovery requests take on a loaded 2-core machine.
+TIMEOUT = 3.0
 
 
 class SlowProxy:
@@ -73,7 +75,7 @@ def slow(served: Served) -> Iterator[SlowProxy]:
 
 def test_a_call_slower_than_the_timeout_fails_once_without_a_second_request(slow: SlowProxy) -> None:
     retry = RetryPolicy(max_attempts=5)
-    with RerankClient(slow.base_url, timeout=1.0, retry=retry) as client:
+    with RerankClient(slow.base_url, timeout=TIMEOUT, retry=retry) as client:
         with pytest.raises(RerankTimeoutError, match="not sent again"):
             client.score(QUERY, DOCS)
     time.sleep(DELAY)  # let the proxy's held request finish
@@ -82,7 +84,7 @@ def test_a_call_slower_than_the_timeout_fails_once_without_a_second_request(slow
 
 async def test_async_calls_slower_than_the_timeout_fail_once_each(slow: SlowProxy) -> None:
     retry = RetryPolicy(max_attempts=5)
-    async with AsyncRerankClient(slow.base_url, timeout=1.0, retry=retry, batch_size=4) as client:
+    async with AsyncRerankClient(slow.base_url, timeout=TIMEOUT, retry=retry, batch_size=4) as client:
         with pytest.raises(RerankTimeoutError):
             await client.score(QUERY, DOCS)
     assert slow.scoring_requests == 3, "three batches, each sent once"
