@@ -24,6 +24,7 @@ from qwen3_vllm_rerank.cli import main
 from qwen3_vllm_rerank.errors import ConversionError
 
 from .fixtures import Checkpoints, Served
+from .processes import descendants, read_alive
 
 pytestmark = pytest.mark.heavy  # runs the CLI in subprocesses on fixture checkpoints
 
@@ -228,23 +229,9 @@ def _lines(stream: IO[str]) -> queue.Queue[str | None]:
     return lines
 
 
-def _vllm_children(pid: int) -> list[psutil.Process]:
-    try:
-        children: list[psutil.Process] = psutil.Process(pid).children(recursive=True)
-        return children
-    except psutil.NoSuchProcess:
-        return []
-
-
 def _runs_vllm(children: list[psutil.Process]) -> bool:
-    """Whether one of the CLI's children is vLLM's server; short-lived helpers may exit while we look."""
-    for child in children:
-        try:
-            if "vllm.entrypoints" in " ".join(child.cmdline()):
-                return True
-        except psutil.Error:  # NoSuchProcess, ZombieProcess, AccessDenied
-            continue
-    return False
+    """Whether one of the CLI's children is vLLM's server."""
+    return any("vllm.entrypoints" in " ".join(line) for line in read_alive(children, psutil.Process.cmdline))
 
 
 def _serve(
@@ -295,7 +282,7 @@ def test_serve_prints_how_to_use_it_streams_the_log_and_stops_on_ctrl_c(
         log_start = (tmp_path / "vllm.log").read_text().splitlines()[0]
         assert log_start in stderr.read_text()
 
-        children = _vllm_children(process.pid)
+        children = descendants(process.pid)
         assert _runs_vllm(children)
         process.send_signal(signal.SIGINT)
         assert process.wait(300) == 0  # generous: a loaded 2-core machine stops vLLM slowly
@@ -318,9 +305,9 @@ def test_serve_stops_cleanly_on_sigterm_during_startup(
             assert process.poll() is None, stderr.read_text()
             assert time.monotonic() < deadline, "vLLM was never launched"
             time.sleep(0.2)
-            children = _vllm_children(process.pid)
+            children = descendants(process.pid)
         time.sleep(3)  # vLLM is busy importing / starting its engine
-        children = _vllm_children(process.pid)
+        children = descendants(process.pid)
         process.send_signal(signal.SIGTERM)
         assert process.wait(300) == 0  # generous: a loaded 2-core machine stops vLLM slowly
         assert "SIGTERM received, stopping vLLM" in stderr.read_text()

@@ -30,6 +30,7 @@ from qwen3_vllm_rerank.server import ORIGINAL_OVERRIDES, checkpoint_kind, plan_l
 from qwen3_vllm_rerank.testing import make_fixture_checkpoint
 
 from .fixtures import Checkpoints, Served
+from .processes import descendants, read_alive
 from .serving import TEST_API_KEY
 
 ORIGINAL = {
@@ -393,12 +394,7 @@ def test_exactly_the_listed_paths_answer_without_the_key(exposed: Exposed) -> No
 def test_two_data_parallel_engines_serve(exposed: Exposed) -> None:
     process = exposed.server.process
     assert process is not None
-    names = set()
-    for child in psutil.Process(process.pid).children(recursive=True):
-        try:
-            names.add(child.name())
-        except psutil.NoSuchProcess:  # a short-lived helper exited while we looked
-            continue
+    names = set(read_alive(descendants(process.pid), psutil.Process.name))
     assert {"VLLM::EngineCore_DP0", "VLLM::EngineCore_DP1"} <= names, names
     assert exposed.server.plan is not None
     assert "per worker, 2 workers" in exposed.server.plan.summary()
