@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.fixtures"]
+pytest_plugins = ["tests.support.fixtures"]
 
 #: The fixture every server-backed test depends on (see tests/fixtures.py).
 SERVER_FIXTURE = "server_python"

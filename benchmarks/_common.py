@@ -28,8 +28,7 @@ from typing import Any, Literal
 import httpx
 
 from qwen3_vllm_rerank import VLLMServer
-from qwen3_vllm_rerank._cpu import read_cpu_info
-from qwen3_vllm_rerank.server import plan_launch, read_config
+from qwen3_vllm_rerank.serve import plan_launch, read_config, read_cpu_info
 
 __all__ = [
     "REPO",

@@ -69,7 +69,7 @@ Document = str | Image | Content
 def _reference() -> tuple[Any, Callable[..., float]]:
     """``Side`` and ``reference_score`` of the test suite's reference (written from the official code)."""
     sys.path.insert(0, str(REPO))
-    from tests.reference_vl import Side, reference_score
+    from tests.support.reference_vl import Side, reference_score
 
     return Side, reference_score
 

@@ -7,7 +7,7 @@ import inspect
 from pydantic import SecretStr
 
 from qwen3_vllm_rerank import AsyncRerankClient, RerankClient, RetryPolicy, UrlFetcher
-from qwen3_vllm_rerank._adapters import ClientSettings, RerankSettings
+from qwen3_vllm_rerank.adapters import ClientSettings, RerankSettings
 
 INJECTED = {"http_client", "http_async_client"}
 

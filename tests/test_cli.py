@@ -22,9 +22,8 @@ from safetensors import safe_open
 from qwen3_vllm_rerank import RerankClient
 from qwen3_vllm_rerank.cli import main
 from qwen3_vllm_rerank.errors import ConversionError
-
-from .fixtures import Checkpoints, Served
-from .processes import descendants, read_alive
+from tests.support.fixtures import Checkpoints, Served
+from tests.support.processes import descendants, read_alive
 
 pytestmark = pytest.mark.heavy  # runs the CLI in subprocesses on fixture checkpoints
 

@@ -14,9 +14,8 @@ from qwen3_vllm_rerank.prompt import (
     format_prompt,
     format_query,
 )
-
-from .fixtures import Checkpoints
-from .pairs import FIDELITY_CASES
+from tests.support.fixtures import Checkpoints
+from tests.support.pairs import FIDELITY_CASES
 
 GOLDEN_DEFAULT = (
     "<|im_start|>system\n"

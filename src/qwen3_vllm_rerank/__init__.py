@@ -5,9 +5,10 @@
 ...     results = client.rerank("what is a closure?", ["...", "..."], top_n=3)
 """
 
-from ._retry import RetryPolicy
-from .cache import CacheInfo
-from .client import API_KEY_ENV, BASE_URL_ENV, AsyncRerankClient, RerankClient
+from .client._cache import CacheInfo
+from .client._clients import API_KEY_ENV, BASE_URL_ENV, AsyncRerankClient, RerankClient
+from .client._results import RerankResult
+from .client._retry import RetryPolicy
 from .convert import VerificationResult, convert_checkpoint, verify_conversion
 from .errors import (
     ConversionError,
@@ -21,10 +22,10 @@ from .errors import (
     ServerStartError,
     TemplateMismatchError,
 )
-from .images import Content, Image, UrlFetcher
+from .images._fetching import UrlFetcher
+from .images._sources import Content, Image
 from .prompt import DEFAULT_INSTRUCTION, format_pair
-from .server import VLLMServer
-from .types import RerankResult
+from .serve import VLLMServer
 
 __all__ = [
     "API_KEY_ENV",

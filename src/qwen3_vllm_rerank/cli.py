@@ -153,7 +153,7 @@ def _snippet(base_url: str, model: str, api_key: bool) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .server import VLLMServer
+    from .serve import VLLMServer
 
     if args.log_file:
         log_file = Path(args.log_file)

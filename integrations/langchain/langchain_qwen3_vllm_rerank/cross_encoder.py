@@ -11,7 +11,7 @@ from __future__ import annotations
 from langchain_core.cross_encoders import BaseCrossEncoder
 
 from qwen3_vllm_rerank import InvalidInput
-from qwen3_vllm_rerank._adapters import ClientSettings
+from qwen3_vllm_rerank.adapters import ClientSettings
 
 __all__ = ["Qwen3VLLMCrossEncoder"]
 

@@ -11,7 +11,7 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 
 from qwen3_vllm_rerank import Content, InvalidInput, Qwen3RerankError, RerankResult
-from qwen3_vllm_rerank._adapters import Passthrough, RerankSettings, passthrough_or_raise, returned
+from qwen3_vllm_rerank.adapters import Passthrough, RerankSettings, passthrough_or_raise, returned
 
 __all__ = ["Qwen3VLLMReranker"]
 

@@ -31,9 +31,9 @@ from qwen3_vllm_rerank import (
     RerankConnectionError,
     RetryPolicy,
 )
-from tests.corpus import pydoc_paragraphs
-from tests.fixtures import Served
-from tests.recording import RequestLog, closed_port_url
+from tests.support.corpus import pydoc_paragraphs
+from tests.support.fixtures import Served
+from tests.support.recording import RequestLog, closed_port_url
 
 QUERY = "How does the with statement call __enter__ and __exit__ on a context manager?"
 

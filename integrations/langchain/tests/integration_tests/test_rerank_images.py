@@ -16,8 +16,8 @@ from PIL import Image as PILImage
 
 from langchain_qwen3_vllm_rerank import Qwen3VLLMReranker
 from qwen3_vllm_rerank import InvalidInput
-from tests.fixtures import Served
-from tests.reference_vl import Side, reference_scores
+from tests.support.fixtures import Served
+from tests.support.reference_vl import Side, reference_scores
 
 QUERY = "a photo of a mountain lake"
 

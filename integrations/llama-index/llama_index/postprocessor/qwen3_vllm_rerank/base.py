@@ -32,7 +32,7 @@ from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeWithS
 from llama_index_instrumentation import get_dispatcher
 
 from qwen3_vllm_rerank import Content, Image, InvalidInput, Qwen3RerankError, RerankResult
-from qwen3_vllm_rerank._adapters import Passthrough, RerankSettings, passthrough_or_raise, returned
+from qwen3_vllm_rerank.adapters import Passthrough, RerankSettings, passthrough_or_raise, returned
 
 __all__ = ["Qwen3VLLMReranker"]
 

@@ -1,0 +1,160 @@
+"""The LlamaIndex postprocessor with images: ``ImageNode`` s (image / image_path / image_url) and text nodes,
+mixed, sync and async, with events, in a real retrieval pipeline that returns image nodes,
+against a real Qwen3-VL-Reranker server."""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llama_index.core import VectorStoreIndex
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.llms import MockLLM
+from llama_index.core.schema import ImageNode, NodeWithScore, QueryBundle, TextNode
+from llama_index_instrumentation import get_dispatcher
+from PIL import Image as PILImage
+
+from llama_index.postprocessor.qwen3_vllm_rerank import Qwen3VLLMReranker
+from qwen3_vllm_rerank import InvalidInput, UrlFetcher
+from tests.support.fixtures import Served
+from tests.support.recording import ImageSite
+from tests.support.reference_vl import Side, reference_scores
+
+QUERY = "a photo of a mountain lake"
+
+
+def _noise(width: int, height: int, seed: int) -> PILImage.Image:
+    rng = random.Random(seed)
+    return PILImage.frombytes(
+        "RGB", (width, height), bytes(rng.randrange(256) for _ in range(width * height * 3))
+    )
+
+
+class RerankEvents(BaseEventHandler):
+    events: list[BaseEvent] = Field(default_factory=list)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RerankImageEvents"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        if isinstance(event, ReRankStartEvent | ReRankEndEvent):
+            self.events.append(event)
+
+
+@pytest.fixture
+def rerank_events() -> Iterator[RerankEvents]:
+    handler = RerankEvents()
+    root = get_dispatcher()
+    root.add_event_handler(handler)
+    yield handler
+    root.event_handlers.remove(handler)
+
+
+def _nodes(tmp_path: Path) -> tuple[list[TextNode], dict[str, Side]]:
+    pictures = [_noise(64, 64, 11), _noise(90, 140, 12)]
+    path = tmp_path / "lake.png"
+    pictures[1].save(path)
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="PNG")
+    nodes: list[TextNode] = [
+        TextNode(text="Mountain lakes are fed by snowmelt.", id_="text"),
+        ImageNode(text="A lake at dawn", image=base64.b64encode(buffer.getvalue()).decode(), id_="b64"),
+        ImageNode(text="", image_path=str(path), id_="path"),
+        TextNode(text="Deserts get little rain.", id_="desert"),
+    ]
+    sides = {
+        "text": Side("Mountain lakes are fed by snowmelt."),
+        "b64": Side("A lake at dawn", [pictures[0]]),
+        "path": Side(None, [pictures[1]]),
+        "desert": Side("Deserts get little rain."),
+    }
+    return nodes, sides
+
+
+async def test_image_nodes_in_a_query_engine_sync_and_async_with_events(
+    vl_served: Served, tmp_path: Path, rerank_events: RerankEvents
+) -> None:
+    nodes, sides = _nodes(tmp_path)
+    ids = list(sides)
+    scores = reference_scores(vl_served.served_checkpoint, Side(QUERY), [sides[i] for i in ids])
+    expected = dict(zip(ids, scores, strict=True))
+    best = sorted(ids, key=lambda i: -expected[i])[:2]
+    index = VectorStoreIndex(nodes, embed_model=MockEmbedding(embed_dim=8))
+    reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=2)
+    engine = index.as_query_engine(llm=MockLLM(), similarity_top_k=4, node_postprocessors=[reranker])
+    for response in (engine.query(QUERY), await engine.aquery(QUERY)):
+        returned = response.source_nodes
+        assert [n.node.node_id for n in returned] == best
+        for n in returned:
+            assert n.score == pytest.approx(expected[n.node.node_id], abs=1e-4)
+        assert any(isinstance(n.node, ImageNode) for n in returned) == any(i in ("b64", "path") for i in best)
+    starts = [e for e in rerank_events.events if isinstance(e, ReRankStartEvent)]
+    ends = [e for e in rerank_events.events if isinstance(e, ReRankEndEvent)]
+    assert len(starts) == len(ends) == 2
+
+
+async def test_postprocess_nodes_directly_keeps_image_nodes_image_nodes(
+    vl_served: Served, tmp_path: Path
+) -> None:
+    nodes, sides = _nodes(tmp_path)
+    inputs = [NodeWithScore(node=n, score=1.0) for n in nodes]
+    reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=None)
+    returned = await reranker.apostprocess_nodes(inputs, query_str=QUERY)
+    assert {n.node.node_id for n in returned} == set(sides)
+    assert all(isinstance(n.node, ImageNode) for n in returned if n.node.node_id in ("b64", "path"))
+
+
+def test_an_image_node_with_bad_base64_names_the_node(vl_served: Served) -> None:
+    reranker = Qwen3VLLMReranker(base_url=vl_served.base_url)
+    broken = NodeWithScore(node=ImageNode(text="x", image="@@not base64@@", id_="bad"), score=1.0)
+    with pytest.raises(InvalidInput, match=r"nodes\[0\] \(id 'bad'\)"):
+        reranker.postprocess_nodes([broken], query_str=QUERY)
+
+
+def test_image_url_nodes_need_a_fetcher_and_an_image_query_bundle_queries_with_its_image(
+    vl_served: Served, tmp_path: Path
+) -> None:
+    page, query_picture = _noise(100, 70, 21), _noise(64, 96, 22)
+    buffer = io.BytesIO()
+    page.save(buffer, format="PNG")
+    query_path = tmp_path / "query.png"
+    query_picture.save(query_path)
+    site = ImageSite(buffer.getvalue())
+    try:
+        nodes = [
+            NodeWithScore(node=ImageNode(text="a scanned page", image_url=site.url, id_="url"), score=0.5),
+            NodeWithScore(node=TextNode(text="Mountain lakes are fed by snowmelt.", id_="text"), score=0.4),
+        ]
+        bundle = QueryBundle(query_str=QUERY, image_path=str(query_path))
+        with pytest.raises(InvalidInput, match=r"documents\[0\]: image URL .* not fetched by default"):
+            Qwen3VLLMReranker(base_url=vl_served.base_url).postprocess_nodes(nodes, query_bundle=bundle)
+        assert site.hits == 0
+        reranker = Qwen3VLLMReranker(
+            base_url=vl_served.base_url, top_n=None, image_fetcher=UrlFetcher(timeout=5)
+        )
+        returned = reranker.postprocess_nodes(nodes, query_bundle=bundle)
+        assert site.hits == 1, "fetched once, by the client"
+    finally:
+        site.close()
+    expected = dict(
+        zip(
+            ["url", "text"],
+            reference_scores(
+                vl_served.served_checkpoint,
+                Side(QUERY, [query_picture]),
+                [Side("a scanned page", [page]), Side("Mountain lakes are fed by snowmelt.")],
+            ),
+            strict=True,
+        )
+    )
+    assert {n.node.node_id: n.score for n in returned} == pytest.approx(expected, abs=1e-4)

@@ -1,0 +1,141 @@
+"""Retries with backoff and jitter, spread over one or more vLLM endpoints.
+
+Pure state, no I/O and no sleeping: the clients ask an :class:`Attempts` where to send
+next and how long to wait first, and report what happened.
+
+What is retried: a request that certainly did not reach the model (connection refused or
+reset, no answer to the connection attempt, HTTP 429/502/503) or failed inside it (500).
+What is not: 400/401/404/422 (they would fail again), and a request that timed out while
+the server had it (read/write timeout, HTTP 504 from a gateway): the server is most likely
+still computing it, and sending the same batch again would double the load on a server
+that is already too slow. Such a call fails once, with :class:`RerankTimeoutError`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..errors import InvalidInput, Qwen3RerankError, RerankConnectionError, RerankHTTPError
+
+__all__ = ["RETRYABLE_STATUS", "Attempts", "Endpoints", "RetryPolicy"]
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503})
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try one request; pass one as ``retry=`` to a client.
+
+    ``RetryPolicy(max_attempts=1)`` turns retries off.
+
+    Args:
+        max_attempts: tries per request, the first included (1 = no retries).
+        deadline: seconds from the first try after which no new try starts.
+        backoff: the first wait; doubled each retry, up to ``max_backoff``, with full jitter.
+        max_backoff: the longest wait between tries.
+        cooldown: seconds an endpoint that failed is skipped while others are available.
+    """
+
+    max_attempts: int = 3
+    deadline: float = 120.0
+    backoff: float = 0.2
+    max_backoff: float = 5.0
+    cooldown: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidInput(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.deadline <= 0 or self.backoff < 0 or self.max_backoff < 0 or self.cooldown < 0:
+            raise InvalidInput("deadline must be positive and backoff/cooldown not negative")
+
+
+def retryable(error: Qwen3RerankError) -> bool:
+    if isinstance(error, RerankHTTPError):
+        return error.status_code in RETRYABLE_STATUS
+    return isinstance(error, RerankConnectionError)
+
+
+class Endpoints:
+    """Round-robin over base URLs; one that failed sits out a cool-down."""
+
+    def __init__(self, urls: Sequence[str], cooldown: float, clock: Clock = time.monotonic) -> None:
+        if not urls:
+            raise InvalidInput("base_url must name at least one endpoint")
+        self.urls = [u.rstrip("/") for u in urls]
+        self._cooldown = cooldown
+        self._clock = clock
+        self._next = 0
+        self._down_until = dict.fromkeys(self.urls, 0.0)
+
+    def pick(self) -> str:
+        """The next endpoint not cooling down; if all are, the one that recovers first."""
+        now = self._clock()
+        for step in range(len(self.urls)):
+            url = self.urls[(self._next + step) % len(self.urls)]
+            if self._down_until[url] <= now:
+                self._next = (self._next + step + 1) % len(self.urls)
+                return url
+        return min(self.urls, key=self._down_until.__getitem__)
+
+    def failed(self, url: str) -> None:
+        self._down_until[url] = self._clock() + self._cooldown
+
+    def succeeded(self, url: str) -> None:
+        self._down_until[url] = 0.0
+
+
+class Attempts:
+    """The tries of one request: where to send, how long to wait, when to give up."""
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        endpoints: Endpoints,
+        clock: Clock = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._policy = policy
+        self._endpoints = endpoints
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._started = clock()
+        self._tries = 0
+        self._errors: list[tuple[str, Qwen3RerankError]] = []
+
+    def next(self) -> tuple[str, float]:
+        """``(endpoint, seconds to wait before sending)`` for the next try."""
+        delay = 0.0
+        if self._tries:
+            cap = min(self._policy.max_backoff, self._policy.backoff * 2 ** (self._tries - 1))
+            delay = self._rng.uniform(0, cap)
+        self._tries += 1
+        return self._endpoints.pick(), delay
+
+    def succeeded(self, url: str) -> None:
+        self._endpoints.succeeded(url)
+
+    def failed(self, url: str, error: Qwen3RerankError) -> None:
+        """Record a failure; raise the final error if no further try is allowed."""
+        self._errors.append((url, error))
+        if isinstance(error, RerankConnectionError):
+            self._endpoints.failed(url)
+        out_of_time = self._clock() - self._started >= self._policy.deadline
+        if not retryable(error) or self._tries >= self._policy.max_attempts or out_of_time:
+            final = self._final(error)
+            raise final from (error.__cause__ if final is error else error)
+
+    def _final(self, last: Qwen3RerankError) -> Qwen3RerankError:
+        failed_urls = {url for url, _ in self._errors}
+        all_unreachable = all(isinstance(e, RerankConnectionError) for _, e in self._errors)
+        if len(self._endpoints.urls) > 1 and all_unreachable:
+            names = ", ".join(self._endpoints.urls)
+            tried = ", ".join(sorted(failed_urls))
+            return RerankConnectionError(
+                names, f"all endpoints are down; tried {tried} over {self._tries} attempts"
+            )
+        return last

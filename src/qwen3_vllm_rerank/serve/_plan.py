@@ -1,0 +1,450 @@
+"""Choose vLLM's flags for a Qwen3-Reranker checkpoint: a pure function of its config, the user's flags
+and the machine (no process, no file).
+
+:func:`plan_launch` decides:
+
+* the architecture overrides: an original text checkpoint (``Qwen3ForCausalLM``) gets vLLM's Qwen3
+  ``--hf-overrides`` that turn its yes/no logits into one score; an original Qwen3-VL reranker
+  (``Qwen3VLForConditionalGeneration``) gets the VL equivalent; a converted checkpoint
+  (``...ForSequenceClassification``) gets none: the overrides on a converted untied checkpoint zero
+  the classifier and every score becomes 0.5, so they are never combined;
+* for Qwen3-VL, the image preprocessing limits of the official reranker, the multimodal limits and
+  no fetching of image URLs by the server;
+* the dtype on the CPU build (:func:`choose_dtype`), ``--max-model-len``, the CPU KV-cache size per
+  engine (data, tensor and pipeline parallelism respected) and the CPU block size;
+* what the user must know about the network exposure (``--api-key`` guards only some paths).
+
+The user's own flags are read the way vLLM's parser reads them (``--max_model_len`` is
+``--max-model-len``, ``--flag=value``, short aliases such as ``-dp``, dotted JSON keys such as
+``--hf-overrides.architectures``) and always win; flags this plan must own are refused with a message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from ..errors import ServerStartError
+from ..images._geometry import IMAGE_FACTOR, MAX_PIXELS, MIN_PIXELS
+from ._cpu import CpuInfo, choose_dtype
+from ._exposure import GUARDED_PATH_PREFIXES, UNGUARDED_PATHS, exposure_warnings
+from ._vllm_args import UserFlags, human_int
+
+__all__ = [
+    "CPU_BLOCK_SIZE",
+    "DEFAULT_MAX_MODEL_LEN",
+    "GUARDED_PATH_PREFIXES",
+    "NO_MEDIA_DOMAIN",
+    "ORIGINAL_OVERRIDES",
+    "UNGUARDED_PATHS",
+    "VL_ORIGINAL_OVERRIDES",
+    "Checkpoint",
+    "CheckpointKind",
+    "Family",
+    "LaunchPlan",
+    "checkpoint_dtype",
+    "checkpoint_kind",
+    "identify_checkpoint",
+    "kv_bytes_per_token",
+    "plan_launch",
+]
+
+CheckpointKind = Literal["original", "converted"]
+Family = Literal["text", "vl"]
+
+#: What vLLM needs to serve an original Qwen3-Reranker (CausalLM) as a one-logit scorer.
+ORIGINAL_OVERRIDES: dict[str, Any] = {
+    "architectures": ["Qwen3ForSequenceClassification"],
+    "classifier_from_token": ["no", "yes"],
+    "is_original_qwen3_reranker": True,
+}
+#: The same for an original Qwen3-VL-Reranker (``Qwen3VLForConditionalGeneration``).
+VL_ORIGINAL_OVERRIDES: dict[str, Any] = {
+    **ORIGINAL_OVERRIDES,
+    "architectures": ["Qwen3VLForSequenceClassification"],
+}
+
+#: architecture in config.json -> (family, kind)
+_ARCHITECTURES: dict[str, tuple[Family, CheckpointKind]] = {
+    "Qwen3ForCausalLM": ("text", "original"),
+    "Qwen3ForSequenceClassification": ("text", "converted"),
+    "Qwen3VLForConditionalGeneration": ("vl", "original"),
+    "Qwen3VLForSequenceClassification": ("vl", "converted"),
+}
+_SEQ_CLS_ARCHITECTURE: dict[Family, str] = {
+    "text": "Qwen3ForSequenceClassification",
+    "vl": "Qwen3VLForSequenceClassification",
+}
+
+#: The model card's maximum length; real configs declare 40,960 positions.
+DEFAULT_MAX_MODEL_LEN = 8192
+
+#: KV-cache block on the CPU backend. vLLM reuses (prefix-caches) only whole blocks, and
+#: its CPU default, 128 tokens, is longer than the prompt prefix every document of one
+#: query shares (~65 tokens of template and instruction plus the query), so nothing was
+#: reused; the CPU backend accepts multiples of 32 only. GPUs default to 16 tokens.
+CPU_BLOCK_SIZE = 32
+
+_GIB = 1024**3
+_KV_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+#: The plan never gives the CPU KV caches of one server more than this in total.
+_CPU_KV_SPACE_MAX_GIB = 8
+_DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}
+
+
+# --- the checkpoint -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """What a config.json says the checkpoint is: text or Qwen3-VL, original or converted."""
+
+    family: Family
+    kind: CheckpointKind
+
+    def describe(self) -> str:
+        return self.kind if self.family == "text" else f"{self.kind} Qwen3-VL"
+
+
+def identify_checkpoint(config: Mapping[str, Any]) -> Checkpoint:
+    """The checkpoint's family and kind, from its ``architectures``."""
+    architectures = config.get("architectures") or []
+    for architecture in architectures:
+        if architecture in _ARCHITECTURES:
+            return Checkpoint(*_ARCHITECTURES[architecture])
+    raise ServerStartError(
+        f"not a Qwen3-Reranker checkpoint: architectures {architectures!r}; expected one of "
+        + ", ".join(_ARCHITECTURES)
+        + " (original or converted, text or Qwen3-VL)"
+    )
+
+
+def checkpoint_kind(config: Mapping[str, Any]) -> CheckpointKind:
+    """``original`` for a CausalLM / ConditionalGeneration reranker, ``converted`` for a one-logit one."""
+    return identify_checkpoint(config).kind
+
+
+def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The language model's part of the config (Qwen3-VL nests it under ``text_config``)."""
+    nested = config.get("text_config")
+    return nested if isinstance(nested, Mapping) else config
+
+
+def checkpoint_dtype(config: Mapping[str, Any]) -> str | None:
+    """The dtype the weights are stored in, as config.json states it (None when it does not)."""
+    for part in (config, _text_config(config)):
+        value = part.get("torch_dtype") or part.get("dtype")
+        if isinstance(value, str):
+            return value.removeprefix("torch.")
+    return None
+
+
+def kv_bytes_per_token(
+    config: Mapping[str, Any], dtype: str | None = None, *, tp: int = 1, pp: int = 1
+) -> int:
+    """Bytes of K and V cache one token takes across the layers one worker holds."""
+    text = _text_config(config)
+    attention_heads = int(text["num_attention_heads"])
+    heads = math.ceil(int(text.get("num_key_value_heads") or attention_heads) / tp)
+    head_dim = int(text.get("head_dim") or int(text["hidden_size"]) // attention_heads)
+    layers = math.ceil(int(text["num_hidden_layers"]) / pp)
+    dtype = dtype or checkpoint_dtype(config) or "bfloat16"
+    return 2 * layers * heads * head_dim * _kv_element_bytes(dtype)
+
+
+def _kv_element_bytes(dtype: str) -> int:
+    return 1 if dtype.startswith("fp8") else _DTYPE_BYTES.get(dtype, 2)
+
+
+#: Flags VLLMServer must own: it connects to the server with them.
+_OWNED_FLAGS = {
+    "--host": "host=... (serve: --host)",
+    "--port": "port=... (serve: --port)",
+    "--api-key": "api_key=... (serve: --api-key)",
+    "--model": "the model argument",
+}
+_MULTIMODAL_FLAGS = ("--limit-mm-per-prompt", "--mm-processor-kwargs")
+
+
+# --- the plan --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchPlan:
+    """The vLLM arguments and environment chosen for a checkpoint, and why.
+
+    ``max_model_len`` is None when the user asked vLLM to choose (``--max-model-len auto``);
+    ``dtype`` is None when vLLM chooses. ``notes`` explain the choices; ``warnings`` are what the
+    user must act on (VLLMServer logs them as warnings).
+    """
+
+    kind: CheckpointKind
+    args: list[str]
+    env: dict[str, str]
+    max_model_len: int | None
+    family: Family = "text"
+    dtype: str | None = None
+    notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """One line: what is served, with which length, dtype and KV cache, and why."""
+        checkpoint = Checkpoint(self.family, self.kind).describe()
+        length = "vLLM's choice" if self.max_model_len is None else str(self.max_model_len)
+        parts = [f"{checkpoint} checkpoint, max_model_len={length}"]
+        parts += [f"{key}={value}" for key, value in self.env.items()]
+        return ", ".join(parts + list(self.notes))
+
+    def describe(self) -> str:
+        """The summary, then one ``WARNING:`` line per warning."""
+        return self.summary() + "".join(f"\nWARNING: {warning}" for warning in self.warnings)
+
+
+def _check_overrides(checkpoint: Checkpoint, overrides: Mapping[str, Any] | None) -> None:
+    """Refuse user overrides that cannot serve this checkpoint correctly."""
+    if overrides is None:
+        return
+    if checkpoint.kind == "converted" and "is_original_qwen3_reranker" in overrides:
+        raise ServerStartError(
+            "refusing to serve a converted checkpoint with the original-model --hf-overrides: "
+            "on untied checkpoints every score becomes 0.5. Drop --hf-overrides."
+        )
+    architectures = overrides.get("architectures")
+    expected = _SEQ_CLS_ARCHITECTURE[checkpoint.family]
+    if architectures is not None and architectures != [expected]:
+        other = "Qwen3-VL" if checkpoint.family == "text" else "text"
+        raise ServerStartError(
+            f"refusing --hf-overrides architectures {architectures!r} for a {checkpoint.describe()} "
+            f"checkpoint: it needs [{expected!r}] (the overrides given are for a {other} reranker?). "
+            "Drop --hf-overrides: VLLMServer chooses them."
+        )
+
+
+def plan_launch(
+    config: Mapping[str, Any],
+    *,
+    cpu: bool,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    max_model_len: int | None = None,
+    throughput_defaults: bool = True,
+    cpu_info: CpuInfo | None = None,
+    host: str = "127.0.0.1",
+    api_key: bool = False,
+) -> LaunchPlan:
+    """Choose vLLM's flags for ``config`` (pure: no process, no file).
+
+    ``cpu``: whether the server runs vLLM's CPU build; ``cpu_info``: its CPU (:func:`read_cpu_info`;
+    None means unknown). ``env``: the environment the server gets (``VLLM_CPU_KVCACHE_SPACE`` in it,
+    or in this process's environment, is respected). ``max_model_len``: the caller's default length.
+    ``throughput_defaults=False`` leaves the KV-cache block size to vLLM's own default (see
+    :func:`_throughput_args`). ``host`` / ``api_key``: where the server listens and whether it has a
+    key, for the exposure warnings. Flags in ``extra_args`` always win.
+    """
+    checkpoint = identify_checkpoint(config)
+    flags = UserFlags(extra_args)
+    for owned, instead in _OWNED_FLAGS.items():
+        if flags.given(owned):
+            raise ServerStartError(f"do not pass {owned} in the extra vLLM arguments; pass {instead} instead")
+    if checkpoint.family == "text" and flags.given(*_MULTIMODAL_FLAGS):
+        raise ServerStartError(
+            "this is a text-only Qwen3-Reranker checkpoint: --limit-mm-per-prompt / --mm-processor-kwargs "
+            "apply to Qwen3-VL rerankers only. Drop them."
+        )
+    runner = flags.value("--runner")
+    if runner not in (None, "pooling"):
+        raise ServerStartError(
+            f"--runner {runner}: a reranker is served with --runner pooling; drop the flag"
+        )
+    user_overrides = flags.json_value("--hf-overrides")
+    _check_overrides(checkpoint, user_overrides)
+
+    args = ["--runner", "pooling"]
+    if checkpoint.kind == "original" and user_overrides is None:
+        overrides = ORIGINAL_OVERRIDES if checkpoint.family == "text" else VL_ORIGINAL_OVERRIDES
+        args += ["--hf-overrides", json.dumps(overrides, separators=(",", ":"))]
+
+    stored = checkpoint_dtype(config)
+    dtype = choose_dtype(stored, cpu=cpu, user_dtype=flags.value("--dtype"), cpu_info=cpu_info)
+    if dtype.flag and dtype.dtype is not None:
+        args += ["--dtype", dtype.dtype]
+    notes = [f"dtype={dtype.dtype or 'auto'} ({dtype.reason})"] if cpu or dtype.dtype else []
+
+    user_len = flags.value("--max-model-len")
+    chosen_len = _model_len(config, user_len, default=max_model_len)
+    new_env: dict[str, str] = {}
+    if cpu:
+        chosen_len, kv_env, kv_notes = _size_cpu_kv_cache(
+            config, flags, env or {}, chosen_len, fixed_len=user_len is not None, dtype=dtype.dtype
+        )
+        new_env.update(kv_env)
+        notes += kv_notes
+    if user_len is None and chosen_len is not None:
+        args += ["--max-model-len", str(chosen_len)]
+    if checkpoint.family == "vl":
+        args += _multimodal_args(flags, chosen_len)
+    if throughput_defaults:
+        args += _throughput_args(cpu=cpu, flags=flags)
+    warnings = exposure_warnings(
+        host, api_key or bool((env or {}).get("VLLM_API_KEY") or os.environ.get("VLLM_API_KEY"))
+    )
+    return LaunchPlan(
+        checkpoint.kind,
+        args,
+        new_env,
+        chosen_len,
+        family=checkpoint.family,
+        dtype=dtype.dtype,
+        notes=tuple(notes),
+        warnings=tuple(warnings),
+    )
+
+
+def _model_len(config: Mapping[str, Any], user: str | None, *, default: int | None) -> int | None:
+    """The length to serve: the user's ``--max-model-len`` (None for ``auto`` / ``-1``: vLLM's choice),
+    else ``default``, else the config's positions capped at :data:`DEFAULT_MAX_MODEL_LEN`."""
+    if user is not None:
+        return None if user.strip() in ("-1", "auto") else human_int("--max-model-len", user)
+    positions = int(_text_config(config).get("max_position_embeddings") or DEFAULT_MAX_MODEL_LEN)
+    return default or min(positions, DEFAULT_MAX_MODEL_LEN)
+
+
+def _size_cpu_kv_cache(
+    config: Mapping[str, Any],
+    flags: UserFlags,
+    env: Mapping[str, str],
+    length: int | None,
+    *,
+    fixed_len: bool,
+    dtype: str | None,
+) -> tuple[int | None, dict[str, str], list[str]]:
+    """The CPU KV-cache space per worker (``VLLM_CPU_KVCACHE_SPACE``, GiB) and a length that fits it.
+
+    Every engine (``--data-parallel-size``, or ``--data-parallel-size-local`` on this node) and
+    every tensor/pipeline-parallel worker of an engine allocates its own space, holding the heads
+    and layers it computes; the total across workers stays within 8 GiB. A space the user chose
+    (the variable, ``--kv-cache-memory-bytes``) is kept, and a length the user did not choose is
+    shortened to fit it; with ``--gpu-memory-utilization`` vLLM sizes the cache itself.
+    """
+    tp = flags.int_value("--tensor-parallel-size", 1)
+    pp = flags.int_value("--pipeline-parallel-size", 1)
+    engines = flags.int_value("--data-parallel-size-local", flags.int_value("--data-parallel-size", 1))
+    workers = max(engines, 1) * max(tp, 1) * max(pp, 1)
+    kv_dtype = flags.value("--kv-cache-dtype")
+    per_token = kv_bytes_per_token(
+        config, kv_dtype if kv_dtype not in (None, "auto") else dtype, tp=tp, pp=pp
+    )
+    per_worker = f" per worker, {workers} workers" if workers > 1 else ""
+
+    # The server's environment is this process's, updated with ``env``; an empty value is "unset" to
+    # vLLM, so a user who sets it empty asks for vLLM's own sizing (a fraction of the memory).
+    user_space = (env if _KV_SPACE_ENV in env else os.environ).get(_KV_SPACE_ENV)
+    user_bytes = flags.value("--kv-cache-memory-bytes")
+    if not user_bytes and (user_space == "" or (flags.given("--gpu-memory-utilization") and not user_space)):
+        return length, {}, ["KV cache sized by vLLM (--gpu-memory-utilization)"]
+    new_env: dict[str, str] = {}
+    if user_space:
+        if not user_space.strip().isdigit():
+            raise ServerStartError(f"{_KV_SPACE_ENV}={user_space!r}: vLLM expects a whole number of GiB")
+        space_bytes = int(user_space) * _GIB
+    elif user_bytes:
+        space_bytes = human_int("--kv-cache-memory-bytes", user_bytes)
+    elif length is None:
+        return length, {}, []
+    else:
+        # Room for four full-length sequences per worker, within [1, 8 / workers] GiB.
+        cap = max(1, _CPU_KV_SPACE_MAX_GIB // workers)
+        space = min(max(1, math.ceil(4 * per_token * length / _GIB)), cap)
+        new_env[_KV_SPACE_ENV] = str(space)
+        space_bytes = space * _GIB
+    notes = [f"KV cache {space_bytes / _GIB:g} GiB{per_worker}"] if workers > 1 else []
+    fits = space_bytes // per_token
+    if length is not None and fits < length and not fixed_len:
+        length = int(fits // 32 * 32)
+        notes.append(f"max_model_len shortened to {length} to fit the KV cache")
+    return length, new_env, notes
+
+
+#: Image tokens of the largest image the official reranker sends (its ``max_pixels``), plus the
+#: vision start/end tokens around it.
+_MAX_IMAGE_PROMPT_TOKENS = MAX_PIXELS // (IMAGE_FACTOR * IMAGE_FACTOR) + 2
+#: Images per pair (query and document together) when the length leaves room for them, with
+#: this many tokens left for the template and the texts.
+_MAX_IMAGES_PER_PAIR = 4
+_TEXT_ROOM = 512
+
+
+#: The only host a Qwen3-VL server may fetch images from: none (``.invalid`` never resolves, RFC 2606).
+#: vLLM fetches any http(s) image URL in a request by default (an empty allow-list means "all"); a
+#: retrieved document is attacker-controlled, so a server fetching what it names is an SSRF hole.
+#: The client sends images inline; users who want server-side fetching pass their own domains.
+NO_MEDIA_DOMAIN = "none.invalid"
+
+
+def _multimodal_args(flags: UserFlags, length: int | None) -> list[str]:
+    """Qwen3-VL's image flags: the official reranker's pixel limits, images per pair, no URL fetching.
+
+    The checkpoint's own processor config upsizes every image under 65,536 pixels; a client that
+    prepared the image exactly as the official reranker does (``images.py``) would then be scored
+    on other pixels (measured: 0.49 off for a 64x64 image). With the official limits, vLLM's resize
+    of an already-prepared image is the identity, and start-up profiles 1,800-token images instead
+    of 16,384-token ones. Up to 4 images per pair, fewer when the length cannot hold 4 of the
+    largest; no video (the client never sends one).
+    """
+    args: list[str] = []
+    user_kwargs = flags.json_value("--mm-processor-kwargs")
+    if user_kwargs is None:
+        limits = {"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS}
+        args += ["--mm-processor-kwargs", json.dumps(limits, separators=(",", ":"))]
+    else:
+        _check_pixel_limits(user_kwargs)
+    if not flags.given("--limit-mm-per-prompt"):
+        room = ((length or DEFAULT_MAX_MODEL_LEN) - _TEXT_ROOM) // _MAX_IMAGE_PROMPT_TOKENS
+        images = min(max(room, 1), _MAX_IMAGES_PER_PAIR)
+        limits = {"image": images, "video": 0}
+        args += ["--limit-mm-per-prompt", json.dumps(limits, separators=(",", ":"))]
+    if not flags.given("--allowed-media-domains"):
+        args += ["--allowed-media-domains", NO_MEDIA_DOMAIN]
+    return args
+
+
+def _check_pixel_limits(kwargs: Mapping[str, Any]) -> None:
+    """Refuse ``--mm-processor-kwargs`` whose image limits differ from the official reranker's,
+    resolved as vLLM resolves them (``size`` edges, then ``min_pixels`` / ``max_pixels``)."""
+    scoped = kwargs.get("images_kwargs")
+    effective: dict[str, Any] = {}
+    for source in (kwargs, scoped if isinstance(scoped, Mapping) else {}):
+        size = source.get("size")
+        if isinstance(size, Mapping):
+            effective.update(size)
+        for key, edge in (("min_pixels", "shortest_edge"), ("max_pixels", "longest_edge")):
+            if key in source:
+                effective[edge] = source[key]
+    wanted = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
+    if {edge: effective.get(edge) for edge in wanted} != wanted:
+        raise ServerStartError(
+            f"--mm-processor-kwargs {json.dumps(dict(kwargs))} gives images other pixel limits than the "
+            f"official Qwen3-VL reranker (min_pixels {MIN_PIXELS}, max_pixels {MAX_PIXELS}): vLLM would "
+            "resize the images the client prepared and the scores would differ from the model's. "
+            f'Include "min_pixels": {MIN_PIXELS}, "max_pixels": {MAX_PIXELS}, or drop the flag.'
+        )
+
+
+def _throughput_args(*, cpu: bool, flags: UserFlags) -> list[str]:
+    """Flags that make vLLM reuse the shared query prefix, unless the user set them.
+
+    Every document of a query is scored as ``prefix + document`` with the same prefix.
+    vLLM turns prefix caching on by default for last-token pooling models such as this
+    one (``ModelConfig.is_prefix_caching_supported``), so only the CPU block size needs
+    changing. Measured on 2 CPU cores (benchmarks/prefix_cache.py): 1.7x docs/s for 100
+    short documents with the default instruction (prefix hit rate 52% instead of 0%).
+    vLLM's batch budget (``--max-num-batched-tokens``/``--max-num-seqs``) is left alone:
+    no measurement showed a gain.
+    """
+    if not cpu or flags.given("--block-size", "--no-enable-prefix-caching"):
+        return []
+    return ["--block-size", str(CPU_BLOCK_SIZE)]
