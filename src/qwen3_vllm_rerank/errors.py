@@ -6,6 +6,7 @@ Transport and HTTP failures are translated once, at the client boundary, with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "RerankTimeoutError",
     "ServerStartError",
     "TemplateMismatchError",
+    "UnusableDocuments",
 ]
 
 
@@ -88,6 +90,22 @@ class MalformedResponseError(Qwen3RerankError):
 
 class InvalidInput(Qwen3RerankError, ValueError):
     """The caller passed something that cannot be scored."""
+
+
+class UnusableDocuments(InvalidInput):
+    """Retrieved data that cannot be scored: documents whose image cannot be read, is refused or
+    cannot be fetched. Not a programmer error (a document of the wrong type is plain
+    :class:`InvalidInput`): the adapters' ``on_error="passthrough"`` returns these documents
+    last, unscored, with the reason, and scores the others.
+
+    ``reasons`` maps each such document's index (in the call's documents) to what is wrong
+    with it, in words that are safe to show (no fetched URL's query string, no file contents).
+    """
+
+    def __init__(self, reasons: Mapping[int, str]) -> None:
+        self.reasons: dict[int, str] = dict(sorted(reasons.items()))
+        listed = "; ".join(f"documents[{index}]: {reason}" for index, reason in self.reasons.items())
+        super().__init__(f"{len(self.reasons)} document(s) cannot be scored: {listed}")
 
 
 class TemplateMismatchError(Qwen3RerankError):
