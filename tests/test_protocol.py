@@ -31,7 +31,7 @@ def test_plan_batches_covers_every_document_once_in_order() -> None:
     docs = [f"d{i}" for i in range(10)]
     batches = plan_batches("q", docs, 4)
     assert [b.start for b in batches] == [0, 4, 8]
-    assert [d for b in batches for d in b.texts_2] == docs
+    assert [d for b in batches for d in b.documents] == docs
 
 
 def test_score_call_is_one_to_many() -> None:

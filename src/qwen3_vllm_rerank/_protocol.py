@@ -20,6 +20,7 @@ __all__ = [
     "Call",
     "ScoreBatch",
     "ServedModel",
+    "auth_headers",
     "check_status",
     "classify_call",
     "detokenize_call",
@@ -62,15 +63,17 @@ ScoreParam = str | dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class ScoreBatch:
-    """Pairs ``start .. start + len(texts_2)`` of one ``score`` call, sent together.
+    """Pairs ``start .. start + len(documents)`` of one ``score`` call, sent together.
 
-    With ``raw=True`` the texts are the bare query and documents, for a server that
-    applies the Qwen3 template itself (started with ``--chat-template``).
+    ``query`` is the shared prefix (vLLM's ``text_1``), ``documents`` the rest of each pair
+    (``text_2``). With ``raw=True`` they are the bare query and documents, sent as vLLM's
+    ``queries`` / ``documents`` to a server that applies the template itself
+    (started with ``--chat-template``).
     """
 
     start: int
-    text_1: ScoreParam
-    texts_2: list[ScoreParam]
+    query: ScoreParam
+    documents: list[ScoreParam]
     raw: bool = False
     instruction: str | None = None
 
@@ -86,8 +89,8 @@ class ServedModel:
 
 
 def plan_batches(
-    text_1: ScoreParam,
-    texts_2: Sequence[ScoreParam],
+    query: ScoreParam,
+    documents: Sequence[ScoreParam],
     batch_size: int,
     *,
     raw: bool = False,
@@ -95,8 +98,8 @@ def plan_batches(
 ) -> list[ScoreBatch]:
     """Split the pairs of one query into requests of at most ``batch_size`` pairs."""
     return [
-        ScoreBatch(start, text_1, list(texts_2[start : start + batch_size]), raw, instruction)
-        for start in range(0, len(texts_2), batch_size)
+        ScoreBatch(start, query, list(documents[start : start + batch_size]), raw, instruction)
+        for start in range(0, len(documents), batch_size)
     ]
 
 
@@ -107,12 +110,17 @@ def score_call(model: str | None, batch: ScoreBatch, *, tolerate: tuple[int, ...
     """
     body: dict[str, Any] = {"model": model} if model is not None else {}
     if batch.raw:
-        body.update(queries=batch.text_1, documents=batch.texts_2)
+        body.update(queries=batch.query, documents=batch.documents)
         if batch.instruction is not None:
             body["instruction"] = batch.instruction
     else:
-        body.update(text_1=batch.text_1, text_2=batch.texts_2)
+        body.update(text_1=batch.query, text_2=batch.documents)
     return Call("POST", SCORE_PATH, body, tolerate)
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The headers that carry ``api_key`` (vLLM's ``--api-key``): none without one."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def models_call() -> Call:

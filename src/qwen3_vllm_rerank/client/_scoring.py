@@ -120,7 +120,7 @@ def _score_missing(
     responses = yield [proto.score_call(profile.model, batch) for batch in batches]
     flat: list[float] = []
     for batch, response in zip(batches, responses, strict=True):
-        flat.extend(proto.parse_scores(response, len(batch.texts_2)))
+        flat.extend(proto.parse_scores(response, len(batch.documents)))
     logger.debug("scored %d pieces of %d documents in %d requests", len(flat), len(documents), len(batches))
     return _best_windows(prepared, flat)
 

@@ -33,8 +33,9 @@ def build_request(
 ) -> httpx.Request:
     """The request for ``call`` at endpoint ``url``. The key goes on every request, so an
     injected HTTP client authenticates too."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-    return http.build_request(call.method, url + call.path, json=call.json, headers=headers)
+    return http.build_request(
+        call.method, url + call.path, json=call.json, headers=proto.auth_headers(api_key)
+    )
 
 
 def translate_transport_error(exc: httpx.TransportError, request: httpx.Request) -> Qwen3RerankError:
