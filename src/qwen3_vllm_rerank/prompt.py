@@ -1,8 +1,14 @@
 """The Qwen3-Reranker and Qwen3-VL-Reranker prompt templates, exactly as their authors write them.
 
-Pure functions, no I/O. The pair sent to vLLM's score API is split right after the
-query's newline: vLLM tokenises ``text_1 + text_2`` as one string (no separator for
-"LLM as reranker" checkpoints), so the split point only decides which part is the
+Pure functions, no I/O. Both families answer "yes"/"no" to a system prompt, an
+instruction, a query and a document, but their templates differ; which one a call uses
+follows from the model the server serves, never from the input. A :class:`PromptFamily`
+(``PROMPT_FAMILIES[name]``) turns a query and documents into vLLM score-API parameters for
+one family; the ``format_*`` functions below are the templates themselves.
+
+The pair sent to vLLM's score API is split right after the query's newline: vLLM
+tokenises ``text_1 + text_2`` as one string (no separator for "LLM as reranker"
+checkpoints; measured with vLLM 0.32), so the split point only decides which part is the
 shared per-query prefix.
 
 Qwen3-VL-Reranker's prompt is a different one (the official ``Qwen3VLReranker`` in
@@ -24,18 +30,27 @@ along as ``image_url`` parts, in order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidInput
+
+if TYPE_CHECKING:
+    from ._checkpoints import Family
+    from ._protocol import ScoreParam
 
 __all__ = [
     "DEFAULT_INSTRUCTION",
     "IMAGE_PLACEHOLDER",
     "PREFIX",
+    "PROMPT_FAMILIES",
     "SUFFIX",
     "SYSTEM_PROMPT",
     "VL_DEFAULT_INSTRUCTION",
     "VL_EMPTY",
     "VL_SUFFIX",
+    "PromptFamily",
     "format_document",
     "format_pair",
     "format_prompt",
@@ -44,6 +59,7 @@ __all__ = [
     "format_vl_prompt",
     "format_vl_query",
     "image_part",
+    "raw_param",
     "vl_document_param",
     "vl_query_param",
 ]
@@ -92,7 +108,7 @@ VL_EMPTY = "NULL"
 
 def _vl_side(text: str, n_images: int) -> str:
     if n_images < 0:
-        raise ValueError(f"n_images must be >= 0, got {n_images}")
+        raise InvalidInput(f"n_images must be >= 0, got {n_images}")
     if not text and n_images == 0:
         return VL_EMPTY
     return IMAGE_PLACEHOLDER * n_images + text
@@ -131,7 +147,11 @@ def image_part(url: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _param(text: str, image_urls: Sequence[str]) -> str | dict[str, Any]:
+def raw_param(text: str, image_urls: Sequence[str] = ()) -> str | dict[str, Any]:
+    """A query or document side as a score-API parameter: ``text`` itself, or
+    ``{"content": [...]}`` with the images (data URLs, in order) before the text. Sent as it
+    is to a server that applies the template itself; the ``vl_*_param`` functions pass it
+    templated text."""
     if not image_urls:
         return text
     return {"content": [*(image_part(url) for url in image_urls), {"type": "text", "text": text}]}
@@ -142,10 +162,62 @@ def vl_query_param(
 ) -> str | dict[str, Any]:
     """``text_1`` for vLLM's ``/v1/score``: a string, or ``{"content": [...]}`` when the
     query has images (``image_urls``: the prepared images' data URLs, in order)."""
-    return _param(format_vl_query(query, instruction, n_images=len(image_urls)), image_urls)
+    return raw_param(format_vl_query(query, instruction, n_images=len(image_urls)), image_urls)
 
 
 def vl_document_param(document: str, image_urls: Sequence[str] = ()) -> str | dict[str, Any]:
     """One element of ``text_2`` for vLLM's ``/v1/score``: a string, or
     ``{"content": [...]}`` when the document has images."""
-    return _param(format_vl_document(document, n_images=len(image_urls)), image_urls)
+    return raw_param(format_vl_document(document, n_images=len(image_urls)), image_urls)
+
+
+# --- the two families behind one interface --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PromptFamily:
+    """How one family's prompt is split into vLLM's ``text_1`` (shared query prefix) and
+    ``text_2`` (each document with the assistant suffix), images included.
+
+    Args:
+        name: ``"text"`` (Qwen3-Reranker) or ``"vl"`` (Qwen3-VL-Reranker).
+        default_instruction: the instruction its authors use when none is given.
+    """
+
+    name: Family
+    default_instruction: str
+
+    def query_text(self, query: str, instruction: str | None) -> str:
+        """The text of ``text_1`` without image markers (what the token budget counts)."""
+        if self.name == "vl":
+            return format_vl_query(query, instruction)
+        return format_query(query, instruction)
+
+    def document_text(self, document: str) -> str:
+        """The text of ``text_2`` without image markers (what the token budget counts)."""
+        if self.name == "vl":
+            return format_vl_document(document)
+        return format_document(document)
+
+    def full_prompt(self, query: str, document: str, instruction: str | None) -> str:
+        """The whole text-only prompt, as the model reads it."""
+        return self.query_text(query, instruction) + self.document_text(document)
+
+    def query_param(self, query: str, image_urls: Sequence[str], instruction: str) -> ScoreParam:
+        """``text_1`` for ``/v1/score`` when the client formats the prompt."""
+        if self.name == "vl":
+            return vl_query_param(query, image_urls, instruction)
+        return format_query(query, instruction)
+
+    def document_param(self, document: str, image_urls: Sequence[str]) -> ScoreParam:
+        """One element of ``text_2`` for ``/v1/score`` when the client formats the prompt."""
+        if self.name == "vl":
+            return vl_document_param(document, image_urls)
+        return format_document(document)
+
+
+#: The prompt of each family, by name.
+PROMPT_FAMILIES: Mapping[Family, PromptFamily] = {
+    "text": PromptFamily("text", DEFAULT_INSTRUCTION),
+    "vl": PromptFamily("vl", VL_DEFAULT_INSTRUCTION),
+}

@@ -141,7 +141,7 @@ def test_the_family_comes_from_the_server_and_a_wrong_one_is_refused(
     assert VL_DEFAULT_INSTRUCTION.endswith(".")
 
 
-def test_hostile_images_are_refused_before_any_request(vl_served: Served, tmp_path: Path) -> None:
+def test_hostile_images_are_refused_before_any_score_request(vl_served: Served, tmp_path: Path) -> None:
     log = RequestLog()
     hostile: list[object] = [
         Image(b"not an image at all"),
@@ -150,6 +150,8 @@ def test_hostile_images_are_refused_before_any_request(vl_served: Served, tmp_pa
         Image(_png(_noise(8000, 8000, 5))[:1000]),  # truncated: corrupt
     ]
     with log.client() as http, RerankClient(vl_served.base_url, http_client=http) as client:
+        client.score(QUERY, ["fine"])  # images wait for the server's family: learn it first
+        log.paths.clear()
         for document in hostile:
             with pytest.raises(InvalidInput, match=r"documents\[1\]"):
                 client.score(QUERY, ["fine", document])
@@ -168,18 +170,22 @@ def test_image_urls_are_fetched_only_on_opt_in_and_only_by_the_client(
 ) -> None:
     log = RequestLog()
     with log.client() as http, RerankClient(vl_served.base_url, http_client=http) as client:
+        client.score(QUERY, ["learn the server first"])
+        log.paths.clear()
         with pytest.raises(InvalidInput, match=r"documents\[0\].*not fetched by default.*UrlFetcher"):
             client.score(QUERY, [Image(image_site.url)])
     assert log.paths == []
     assert image_site.hits == 0
     expected = reference_scores(vl_served.served_checkpoint, Side(QUERY), [Side(None, [images["odd"]])])
     with RerankClient(
-        vl_served.base_url, image_fetcher=UrlFetcher(timeout=5, max_bytes=10_000_000)
+        vl_served.base_url,
+        image_fetcher=UrlFetcher(timeout=5, max_bytes=10_000_000, allowed_hosts=("127.0.0.1",)),
     ) as client:
         assert client.score(QUERY, [Image(image_site.url)]) == pytest.approx(expected, abs=TOLERANCE)
     assert image_site.hits == 1, "fetched once, by the client; the server got the pixels inline"
-    with RerankClient(vl_served.base_url, image_fetcher=UrlFetcher(max_bytes=100)) as client:
-        with pytest.raises(InvalidInput, match="over the fetch limit"):
+    fetcher = UrlFetcher(max_bytes=100, allowed_hosts=("127.0.0.1",))
+    with RerankClient(vl_served.base_url, image_fetcher=fetcher) as client:
+        with pytest.raises(UnusableDocuments, match=r"documents\[0\]: the image URL could not be fetched"):
             client.score(QUERY, [Image(image_site.url)])
 
 

@@ -16,39 +16,40 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic, Self, TypeVar
 
 import httpx
 
 from .. import _protocol as proto
-from .._family import family_prompt
 from ..errors import InvalidInput
-from ..images._fetching import UrlFetcher
+from ..images import ImageCacheInfo, PreparedImageCache, UrlFetcher
+from ..prompt import PROMPT_FAMILIES
 from ._budget import LONG_DOCUMENT_POLICIES, LongDocuments
 from ._cache import CacheInfo, ScoreCache
 from ._discovery import Discovery, FamilyOption, ServerProfile, Template
 from ._flow import Flow
 from ._inputs import Input, Item, ScoreRequest, aprepare, positive_int, prepare, score_request
+from ._inputs import image_cache as image_cache_of
+from ._options import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    CONNECT_TIMEOUT,
+    DEFAULT_BASE_URL,
+    DEFAULT_TIMEOUT,
+    ClientOptions,
+    options_doc,
+)
 from ._results import RerankResult
 from ._retry import Attempts, Endpoints, RetryPolicy
-from ._scoring import Scored, ScoringOptions, max_tokens, score_flow
+from ._scoring import Scored, ScoringOptions, max_tokens, refuse_images, score_flow
+from ._tokens import TokenizerOption
 from ._transport import LoopBoundClient, build_request, http_error, limits, translate_transport_error
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_TIMEOUT", "AsyncRerankClient", "RerankClient"]
-
-BASE_URL_ENV = "QWEN3_VLLM_RERANK_BASE_URL"
-API_KEY_ENV = "QWEN3_VLLM_RERANK_API_KEY"
-DEFAULT_BASE_URL = "http://127.0.0.1:8000"
-#: Seconds for the server to answer one request. Generous: a CPU server can take a minute
-#: for a batch of long documents, and a request that times out is not sent again.
-DEFAULT_TIMEOUT = 300.0
-#: Seconds to establish a connection; an endpoint that does not answer is unreachable.
-CONNECT_TIMEOUT = 10.0
 
 H = TypeVar("H", httpx.Client, httpx.AsyncClient)
 T = TypeVar("T")
@@ -62,6 +63,14 @@ def _base_urls(base_url: str | Sequence[str] | None) -> list[str]:
     return [u.strip().rstrip("/") for u in base_url]
 
 
+def _has_userinfo(url: str) -> bool:
+    """Whether httpx reads ``user:password@`` in ``url`` (and would send it as Basic auth)."""
+    try:
+        return bool(httpx.URL(url).userinfo)
+    except httpx.InvalidURL:
+        return False  # refused, with its own message, when the first request is built
+
+
 def _timeout(value: float | httpx.Timeout) -> httpx.Timeout:
     if isinstance(value, httpx.Timeout):
         return value
@@ -71,73 +80,30 @@ def _timeout(value: float | httpx.Timeout) -> httpx.Timeout:
 
 
 class _BaseClient(Generic[H]):
-    """Settings, validation and the flows of every call; subclasses send.
-
-    About 150 lines, most of them the documentation of the options, declared here once for
-    both clients (and read by the adapters' settings).
-    """
+    """Settings, validation and the flows of every call; subclasses send. The options are
+    declared once, in ``_options.py``, and documented on the two public classes."""
 
     def __init__(
         self,
-        base_url: str | Sequence[str] | None = None,
+        base_url: str | Sequence[str] | None = ClientOptions.base_url,
         *,
-        model: str | None = None,
-        model_family: FamilyOption = "auto",
-        instruction: str | None = None,
-        api_key: str | None = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        batch_size: int = 128,
-        max_concurrency: int = 8,
-        max_length: int | None = None,
-        long_documents: LongDocuments = "truncate",
-        tokenizer: str | Path | Tokenizer | None = None,
-        template: Template = "auto",
-        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, shared safely
-        cache_size: int = 0,
-        image_fetcher: UrlFetcher | None = None,
+        model: str | None = ClientOptions.model,
+        model_family: FamilyOption = ClientOptions.model_family,
+        instruction: str | None = ClientOptions.instruction,
+        api_key: str | None = ClientOptions.api_key,
+        timeout: float | httpx.Timeout = ClientOptions.timeout,
+        batch_size: int = ClientOptions.batch_size,
+        max_concurrency: int = ClientOptions.max_concurrency,
+        max_length: int | None = ClientOptions.max_length,
+        long_documents: LongDocuments = ClientOptions.long_documents,
+        tokenizer: TokenizerOption | Tokenizer = ClientOptions.tokenizer,
+        template: Template = ClientOptions.template,
+        retry: RetryPolicy = ClientOptions.retry,
+        cache_size: int = ClientOptions.cache_size,
+        image_cache: int | PreparedImageCache = ClientOptions.image_cache,
+        image_fetcher: UrlFetcher | None = ClientOptions.image_fetcher,
         http_client: H | None = None,
     ) -> None:
-        """
-        Args:
-            base_url: the server, e.g. ``http://127.0.0.1:8000``, or several (a list or a
-                comma-separated string) to spread requests over replicas; defaults to
-                ``$QWEN3_VLLM_RERANK_BASE_URL``, else ``http://127.0.0.1:8000``.
-            model: the served model name; discovered from ``/v1/models`` when omitted.
-            model_family: ``"auto"`` (default) reads from the server whether it serves
-                Qwen3-Reranker (``"text"``) or Qwen3-VL-Reranker (``"vl"``), whose prompts
-                differ; naming one makes a server serving the other raise
-                :class:`~qwen3_vllm_rerank.FamilyMismatchError`.
-            instruction: the task instruction; the model family's default when omitted.
-            api_key: sent as ``Authorization: Bearer``; defaults to ``$QWEN3_VLLM_RERANK_API_KEY``.
-                With a key, only ``/v1/...`` endpoints (the ones ``--api-key`` guards) are used.
-            timeout: seconds for the server to answer a request (default 300), or an
-                ``httpx.Timeout``. Connecting gets at most 10 s. A request that timed out is
-                not sent again: the server is probably still computing it.
-            batch_size: documents per request; a larger call is split into several requests.
-            max_concurrency: requests in flight at once across the calls of this client (async);
-                connections kept per endpoint (both clients).
-            max_length: cap on prompt tokens, below the server's ``max_model_len``.
-            long_documents: ``"truncate"`` (default), ``"chunk"`` or ``"error"`` for a
-                document that does not fit; the template is never cut.
-            tokenizer: where to count tokens when a document may not fit: a checkpoint
-                directory, a tokenizer.json, a hub id, a ``tokenizers.Tokenizer``, or
-                ``"server"`` for the server's ``/tokenize``. By default the served model's
-                directory when it is local, else the server's ``/tokenize`` (never with an API
-                key: that endpoint is outside its guard). Loaded on first need only.
-            template: ``"auto"`` (default) detects whether the server applies a score
-                template itself and formats on exactly one side; ``"client"`` or
-                ``"server"`` insist, and raise if the server disagrees.
-            retry: a :class:`~qwen3_vllm_rerank.RetryPolicy`: tries, deadline, backoff and the
-                cool-down of a failed replica.
-            cache_size: entries of the LRU score cache (0, the default, turns it off).
-            image_fetcher: the opt-in to ``http(s)://`` image URLs in queries and documents: a
-                :class:`~qwen3_vllm_rerank.images.UrlFetcher` (timeout, size cap) with which
-                this client fetches them. Without one such a URL raises ``InvalidInput``, and
-                the server is never asked to fetch anything (a retrieved document is
-                attacker-controlled; a server fetching its URLs is an SSRF hole).
-            http_client: an httpx client to use instead of creating one; the caller keeps
-                ownership and closes it.
-        """
         self.batch_size = positive_int("batch_size", batch_size)
         self.max_concurrency = positive_int("max_concurrency", max_concurrency)
         self.max_length = None if max_length is None else positive_int("max_length", max_length)
@@ -156,16 +122,30 @@ class _BaseClient(Generic[H]):
         if image_fetcher is not None and not isinstance(image_fetcher, UrlFetcher):
             raise InvalidInput(f"image_fetcher must be a UrlFetcher, got {type(image_fetcher).__name__}")
         self.image_fetcher = image_fetcher
+        self._image_cache = image_cache_of(image_cache)
         self.base_urls = _base_urls(base_url)
+        self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
+        with_userinfo = [proto.redact_url(u) for u in self.base_urls if _has_userinfo(u)]
+        if with_userinfo and self._api_key:
+            raise InvalidInput(
+                f"base_url {with_userinfo[0]} carries user:password@ and an api_key is set too: httpx "
+                "would send the password as Basic auth instead of the key as Bearer. Use one of them: "
+                "drop the userinfo from base_url, or pass no api_key (and unset $" + API_KEY_ENV + ")"
+            )
         self.instruction = instruction
         self.timeout = _timeout(timeout)
         self.retry = retry
-        self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
         self._endpoints = Endpoints(self.base_urls, retry.cooldown)
         self._cache: ScoreCache[Scored] | None = ScoreCache(cache_size) if cache_size > 0 else None
         self._options = ScoringOptions(self.batch_size, self.max_length, long_documents)
         self._discovery = Discovery(
-            self.base_urls[0], model, model_family, template, instruction, bool(self._api_key), tokenizer
+            proto.redact_url(self.base_urls[0]),
+            model,
+            model_family,
+            template,
+            instruction,
+            bool(self._api_key),
+            tokenizer,
         )
         self._profile: ServerProfile | None = None
         self._limits = limits(self.max_concurrency, len(self.base_urls))
@@ -174,6 +154,10 @@ class _BaseClient(Generic[H]):
 
     def _init_transport(self) -> None:
         """Set up what the subclass needs to send (its locks and connection pools)."""
+
+    def __repr__(self) -> str:
+        urls = [proto.redact_url(u) for u in self.base_urls]
+        return f"{type(self).__name__}(base_url={urls!r}, model={self.model!r})"
 
     @property
     def base_url(self) -> str:
@@ -196,9 +180,14 @@ class _BaseClient(Generic[H]):
         return self._cache.info() if self._cache is not None else None
 
     def cache_clear(self) -> None:
-        """Empty the score cache."""
+        """Empty the score cache (the prepared-image cache, which other clients may share, stays)."""
         if self._cache is not None:
             self._cache.clear()
+
+    def image_cache_info(self) -> ImageCacheInfo | None:
+        """Hits, misses, evictions and bytes of the prepared-image cache (which other clients may
+        share: the default one is process-wide), or ``None`` when ``image_cache`` is 0."""
+        return self._image_cache.info() if self._image_cache is not None else None
 
     # -- the pieces both clients assemble -------------------------------------------------
 
@@ -213,7 +202,7 @@ class _BaseClient(Generic[H]):
     ) -> Flow[list[Scored]]:
         instruction = next(
             (i for i in (request.instruction, self.instruction) if i is not None),
-            family_prompt(profile.family).default_instruction,
+            PROMPT_FAMILIES[profile.family].default_instruction,
         )
         return score_flow(profile, query, documents, instruction, self._options, self._cache)
 
@@ -229,12 +218,18 @@ class _BaseClient(Generic[H]):
 
 
 class RerankClient(_BaseClient[httpx.Client]):
-    """Blocking client: ``score`` and ``rerank`` against a vLLM server (options: see ``__init__``).
+    __doc__ = options_doc(
+        """Blocking client: ``score`` and ``rerank`` against a vLLM server.
 
-    Example:
-        >>> with RerankClient("http://127.0.0.1:8000") as client:  # doctest: +SKIP
-        ...     client.rerank("what is a closure?", ["A closure captures ...", "Rivers ..."], top_n=1)
-    """
+        Example:
+            >>> with RerankClient("http://127.0.0.1:8000") as client:  # doctest: +SKIP
+            ...     client.rerank("what is a closure?", ["A closure captures ...", "Rivers ..."], top_n=1)
+        """,
+        extra={
+            "http_client": "An httpx.Client to use instead of creating one; the caller keeps ownership "
+            "and closes it."
+        },
+    )
 
     def _init_transport(self) -> None:
         self._setup_lock = threading.Lock()
@@ -256,7 +251,7 @@ class RerankClient(_BaseClient[httpx.Client]):
             request = self._request(http, url, call)
             try:
                 response = http.send(request)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 attempts.failed(url, translate_transport_error(exc, request))
                 continue
             error = http_error(call, response)
@@ -285,8 +280,10 @@ class RerankClient(_BaseClient[httpx.Client]):
     def _score_request(self, request: ScoreRequest) -> list[Scored]:
         if not request.documents:
             return []
-        query, documents = prepare(request, self.image_fetcher)  # before any request
-        return self._run(self._scores(self._ensure_profile(), request, query, documents))
+        profile = self._ensure_profile()
+        refuse_images(profile, request)  # before any image is fetched or decoded
+        query, documents = prepare(request, self.image_fetcher, self._image_cache)
+        return self._run(self._scores(profile, request, query, documents))
 
     def score(
         self, query: Input, documents: Sequence[Input], *, instruction: str | None = None
@@ -326,14 +323,19 @@ class RerankClient(_BaseClient[httpx.Client]):
 
 
 class AsyncRerankClient(_BaseClient[httpx.AsyncClient]):
-    """Asyncio client; the batches of a call are sent concurrently, at most
-    ``max_concurrency`` requests in flight across all calls of this client (options: see
-    ``__init__``).
+    __doc__ = options_doc(
+        """Asyncio client; the batches of a call are sent concurrently, at most
+        ``max_concurrency`` requests in flight across all calls of this client.
 
-    A client created by this object is bound to each event loop it is used on, and
-    closed before that loop closes (see ``_transport.LoopBoundClient``), so one client
-    can serve several ``asyncio.run`` calls without leaking connections.
-    """
+        A client created by this object is bound to each event loop it is used on, and
+        closed before that loop closes (see ``_transport.LoopBoundClient``), so one client
+        can serve several ``asyncio.run`` calls without leaking connections.
+        """,
+        extra={
+            "http_client": "An httpx.AsyncClient to use instead of creating one; the caller keeps "
+            "ownership and closes it."
+        },
+    )
 
     def _init_transport(self) -> None:
         self._pools = LoopBoundClient(timeout=self.timeout, limits=self._limits)
@@ -360,7 +362,7 @@ class AsyncRerankClient(_BaseClient[httpx.AsyncClient]):
             try:
                 async with limit:
                     response = await http.send(request)
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 attempts.failed(url, translate_transport_error(exc, request))
                 continue
             error = http_error(call, response)
@@ -403,8 +405,9 @@ class AsyncRerankClient(_BaseClient[httpx.AsyncClient]):
     async def _score_request(self, request: ScoreRequest) -> list[Scored]:
         if not request.documents:
             return []
-        query, documents = await aprepare(request, self.image_fetcher)  # before any request
         profile = await self._ensure_profile()
+        refuse_images(profile, request)  # before any image is fetched or decoded
+        query, documents = await aprepare(request, self.image_fetcher, self._image_cache)
         return await self._run(self._scores(profile, request, query, documents))
 
     async def score(

@@ -1,6 +1,6 @@
 """What a client learns about its server once, before its first score.
 
-:func:`discover` is a flow (see ``_flow.py``) whose result, a :class:`ServerProfile`,
+:meth:`Discovery.flow` is a flow (see ``_flow.py``) whose result, a :class:`ServerProfile`,
 holds everything that depends on the server rather than on a call: the served model and
 its context length, the model family (Qwen3-Reranker or Qwen3-VL-Reranker, whose prompts
 differ), whether the server applies a score template itself, which strings must be
@@ -16,92 +16,31 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from .. import _protocol as proto
-from .._family import family_prompt
+from .._checkpoints import PROBE_DOCUMENTS, PROBE_QUERY, QWEN3_ADDED_TOKENS, Family, family_of
 from ..errors import FamilyMismatchError, InvalidInput, RerankHTTPError, TemplateMismatchError
+from ..prompt import PROMPT_FAMILIES
 from ._flow import Flow
 from ._sanitize import Neutraliser
-from ._tokens import (
-    QWEN3_ADDED_TOKENS,
-    LocalTokens,
-    ServerTokens,
-    TokenSource,
-    checkpoint_added_tokens,
-    load_tokenizer,
-)
+from ._tokens import LazyTokenSource, TokenizerOption, checkpoint_added_tokens
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-__all__ = ["Discovery", "Family", "FamilyOption", "ServerProfile", "Template", "TokenCounter"]
+__all__ = ["Discovery", "FamilyOption", "ServerProfile", "Template"]
 
 logger = logging.getLogger("qwen3_vllm_rerank")
 
-Family = Literal["text", "vl"]
 FamilyOption = Literal["auto", "text", "vl"]
 Template = Literal["client", "server", "auto"]
-TokenizerOption = str | Path | None
 
-_FAMILY_OF_ARCHITECTURE: dict[str, Family] = {
-    "Qwen3ForCausalLM": "text",
-    "Qwen3ForSequenceClassification": "text",
-    "Qwen3VLForConditionalGeneration": "vl",
-    "Qwen3VLForSequenceClassification": "vl",
-}
 # A 2-character probe is 1-2 tokens bare and ~70 with a Qwen3 template around it.
 _PROBE_TEMPLATED_ABOVE = 8
-_PROBE_QUERY = "What is the capital of France?"
-_PROBE_DOCUMENT = "Paris is the capital and largest city of France."
 _TEMPLATE_TOLERANCE = 1e-4
-
-
-class TokenCounter:
-    """The token source for the budget, resolved on first need and then kept.
-
-    Loading Qwen3's ``tokenizer.json`` takes about half a second; most calls never need
-    it (the byte-length check proves their documents fit), so nothing is loaded until a
-    document may not fit.
-    """
-
-    def __init__(self, option: TokenizerOption | Tokenizer, model: str, *, api_key: bool) -> None:
-        self._option = option
-        self._model = model
-        self._api_key = api_key
-        self._source: TokenSource | None = None
-        self._resolved = False
-        self._lock = threading.Lock()
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the source was resolved (a tokenizer loaded, if there is one)."""
-        return self._resolved
-
-    def get(self) -> TokenSource | None:
-        """The source, or ``None`` when none may be used (an API key and no local tokenizer)."""
-        with self._lock:
-            if not self._resolved:
-                self._source = self._resolve()
-                self._resolved = True
-            return self._source
-
-    def _resolve(self) -> TokenSource | None:
-        option, model = self._option, self._model
-        if option == "server":
-            return ServerTokens(model)
-        if option is not None and not isinstance(option, (str, Path)):
-            return LocalTokens(option)
-        if option is not None:
-            return LocalTokens(load_tokenizer(option))
-        if Path(model, "tokenizer.json").is_file():  # served from a local directory
-            return LocalTokens(load_tokenizer(model))
-        if self._api_key:
-            return None  # /tokenize is outside --api-key's guard: never used with a key
-        return ServerTokens(model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +52,7 @@ class ServerProfile:
     family: Family
     server_templates: bool
     neutralise: Neutraliser
-    tokens: TokenCounter
+    tokens: LazyTokenSource
 
 
 def _local_config_family(*candidates: str | None) -> Family | None:
@@ -123,28 +62,31 @@ def _local_config_family(*candidates: str | None) -> Family | None:
         path = Path(candidate, "config.json")
         if path.is_file():
             try:
-                architectures = json.loads(path.read_text(encoding="utf-8")).get("architectures") or []
-            except (ValueError, AttributeError):
+                architectures = json.loads(path.read_text(encoding="utf-8")).get("architectures")
+                family = family_of(architectures if isinstance(architectures, list) else None)
+            except (ValueError, AttributeError, TypeError):
                 continue
-            for architecture in architectures:
-                if architecture in _FAMILY_OF_ARCHITECTURE:
-                    return _FAMILY_OF_ARCHITECTURE[architecture]
+            if family is not None:
+                return family
     return None
 
 
 def _added_tokens(option: TokenizerOption | Tokenizer, model: str) -> tuple[str, ...]:
-    """The strings to neutralise, from something cheap: the checkpoint's
-    ``tokenizer_config.json`` when it is local, else Qwen3's known list (every Qwen3 and
-    Qwen3-VL reranker uses the same 26 added tokens)."""
+    """The strings to neutralise: always Qwen3's own added tokens (every Qwen3 and Qwen3-VL
+    reranker uses the same 26), plus whatever more the given tokenizer, or else the local
+    checkpoint's ``tokenizer_config.json`` (cheap to read), declares. Never fewer: a tokenizer
+    that lacks Qwen3's tokens does not make the server's tokenizer lack them."""
+    found: tuple[str, ...] | None = None
     if option is not None and not isinstance(option, (str, Path)):
-        return tuple(t.content for t in option.get_added_tokens_decoder().values())
-    for directory in (option, model):
-        if directory is not None and directory != "server":
-            path = Path(directory)
-            found = checkpoint_added_tokens(path if path.is_dir() else path.parent)
-            if found:
-                return tuple(sorted({*found, *QWEN3_ADDED_TOKENS}))
-    return QWEN3_ADDED_TOKENS
+        found = tuple(t.content for t in option.get_added_tokens_decoder().values())
+    else:
+        for directory in (option, model):
+            if directory is not None and directory != "server":
+                path = Path(directory)
+                found = checkpoint_added_tokens(path if path.is_dir() else path.parent)
+                if found:
+                    break
+    return tuple(sorted({*(found or ()), *QWEN3_ADDED_TOKENS}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +126,7 @@ class Discovery:
             family=family,
             server_templates=server_templates,
             neutralise=Neutraliser(_added_tokens(self.tokenizer, model)),
-            tokens=TokenCounter(self.tokenizer, model, api_key=self.api_key),
+            tokens=LazyTokenSource(self.tokenizer, model, api_key=self.api_key),
         )
         logger.debug(
             "server %s: model %r (%s family), max_model_len %s, server template %s",
@@ -209,8 +151,9 @@ class Discovery:
         return names[0]
 
     def _probe_family(self, model: str) -> Flow[Family]:
-        """A text reranker refuses a content-list document (HTTP 400 naming MultiModalParam);
-        a Qwen3-VL reranker scores it."""
+        """A text reranker refuses a content-list document, a Qwen3-VL reranker scores it
+        (measured with vLLM 0.32: HTTP 400 whose message names MultiModalParam; any other
+        answer is raised as it is)."""
         (response,) = yield [proto.score_call(model, _probe_batch(multimodal=True), tolerate=(400,))]
         error = proto.status_error(response)
         if error is None:
@@ -249,13 +192,13 @@ class Discovery:
         if self.api_key:
             raise TemplateMismatchError(
                 f"the server at {self.base_url} applies its own score template, and with an API key "
-                "this client cannot check it against the Qwen3 template (that needs the unguarded "
-                "/classify). Restart vLLM without --chat-template, or pass template='server' if you "
-                "are sure its template is exactly Qwen3-Reranker's"
+                "this client cannot check it against the Qwen3 template (that needs /classify, which "
+                "--api-key does not guard). Restart vLLM without --chat-template, or pass "
+                "template='server' if you are sure its template is exactly Qwen3-Reranker's"
             )
-        prompt = family_prompt(family)
-        batch = proto.ScoreBatch(0, _PROBE_QUERY, [_PROBE_DOCUMENT], raw=True, instruction=self.instruction)
-        reference_prompt = prompt.full_prompt(_PROBE_QUERY, _PROBE_DOCUMENT, self.instruction)
+        document = PROBE_DOCUMENTS[0]
+        batch = proto.ScoreBatch(0, PROBE_QUERY, [document], raw=True, instruction=self.instruction)
+        reference_prompt = PROMPT_FAMILIES[family].full_prompt(PROBE_QUERY, document, self.instruction)
         served, reference = yield [
             proto.score_call(model, batch),
             proto.classify_call(model, reference_prompt),

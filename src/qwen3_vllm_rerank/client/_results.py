@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..images._sources import Content, Image
+    from ..images import Content, Image
 
 __all__ = ["RerankResult"]
 

@@ -12,15 +12,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .. import _protocol as proto
-from .._family import family_prompt, raw_param
 from ..errors import InvalidInput
+from ..prompt import PROMPT_FAMILIES, raw_param
 from ._budget import LongDocuments, PreparedDocument, fit_documents
 from ._cache import ScoreCache
 from ._discovery import ServerProfile
 from ._flow import Flow
-from ._inputs import Item
+from ._inputs import Item, ScoreRequest
 
-__all__ = ["Scored", "ScoringOptions", "max_tokens", "score_flow"]
+__all__ = ["Scored", "ScoringOptions", "max_tokens", "refuse_images", "score_flow"]
 
 logger = logging.getLogger("qwen3_vllm_rerank")
 
@@ -57,9 +57,8 @@ def score_flow(
     options: ScoringOptions,
     cache: ScoreCache[Scored] | None,
 ) -> Flow[list[Scored]]:
-    """Scores for ``documents`` in input order, from the cache where it has them."""
-    if profile.family == "text":
-        _refuse_images(profile, query, documents)
+    """Scores for ``documents`` in input order, from the cache where it has them (images
+    already refused by :func:`refuse_images` when the server scores text only)."""
     keys = [(profile.model, instruction, query.key, d.key) for d in documents]
     known: dict[int, Scored] = {}
     if cache is not None:
@@ -79,20 +78,25 @@ def score_flow(
     return [known[i] for i in range(len(documents))]
 
 
-def _refuse_images(profile: ServerProfile, query: Item, documents: Sequence[Item]) -> None:
-    labels = ["query"] if query.images else []
-    labels += [f"documents[{i}]" for i, d in enumerate(documents) if d.images]
-    if labels:
+def refuse_images(profile: ServerProfile, request: ScoreRequest) -> None:
+    """Raise :class:`InvalidInput` when a text-only server is asked to score images.
+
+    Called with the server known and before any image is fetched or decoded: a URL in a
+    document for a text server is never requested, a file never read."""
+    if profile.family != "text":
+        return
+    labelled = request.image_labels()
+    if labelled:
         raise InvalidInput(
-            f"{labels[0]} has images, but {profile.model!r} is a text-only Qwen3-Reranker: score images "
-            "with a Qwen3-VL-Reranker server (qwen3-vllm-rerank serve Qwen/Qwen3-VL-Reranker-2B)"
+            f"{labelled[0][0]} has images, but {profile.model!r} is a text-only Qwen3-Reranker: score "
+            "images with a Qwen3-VL-Reranker server (qwen3-vllm-rerank serve Qwen/Qwen3-VL-Reranker-2B)"
         )
 
 
 def _score_missing(
     profile: ServerProfile, query: Item, instruction: str, documents: list[Item], options: ScoringOptions
 ) -> Flow[list[Scored]]:
-    family = family_prompt(profile.family)
+    family = PROMPT_FAMILIES[profile.family]
     prepared = yield from fit_documents(
         family.query_text(query.text, instruction),
         [d.text for d in documents],

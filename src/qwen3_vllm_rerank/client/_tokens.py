@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -23,33 +23,21 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 __all__ = [
-    "QWEN3_ADDED_TOKENS",
+    "LazyTokenSource",
     "LocalTokens",
     "ServerTokens",
     "TokenSource",
+    "TokenizerOption",
     "checkpoint_added_tokens",
     "load_tokenizer",
 ]
 
-logger = logging.getLogger("qwen3_vllm_rerank")
-
-#: Qwen3's added tokens (ids 151643-151668), used when no local tokenizer says otherwise.
-QWEN3_ADDED_TOKENS: tuple[str, ...] = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>",
-    "<|object_ref_end|>", "<|box_start|>", "<|box_end|>", "<|quad_start|>",
-    "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-    "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
-    "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-    "<|repo_name|>", "<|file_sep|>", "<tool_response>", "</tool_response>",
-    "<think>", "</think>",
-)  # fmt: skip
+#: The serialisable forms of the ``tokenizer`` option (the clients also take a ``Tokenizer``).
+TokenizerOption = str | Path | None
 
 
 class TokenSource(Protocol):
     """Token arithmetic for the prompt budget."""
-
-    #: The strings the tokenizer turns into added (special or control) tokens.
-    added_tokens: tuple[str, ...]
 
     def count(self, texts: Sequence[str]) -> Flow[list[int]]:
         """Token counts of each text (no special tokens added)."""
@@ -103,7 +91,6 @@ class LocalTokens:
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
-        self.added_tokens = tuple(t.content for t in tokenizer.get_added_tokens_decoder().values())
 
     def count(self, texts: Sequence[str]) -> Flow[list[int]]:
         encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
@@ -123,11 +110,9 @@ class LocalTokens:
 class ServerTokens:
     """Token arithmetic through the server's ``/tokenize`` and ``/detokenize``.
 
-    These endpoints sit outside ``/v1`` (``--api-key`` does not guard them), so the
-    client never uses this source when it has an API key.
+    These endpoints sit outside ``/v1``, which is all ``--api-key`` guards (measured with
+    vLLM 0.32), so the client never uses this source when it has an API key.
     """
-
-    added_tokens = QWEN3_ADDED_TOKENS
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -151,3 +136,53 @@ class ServerTokens:
             return text
         (piece,) = yield [proto.detokenize_call(self.model, ids[:max_tokens])]
         return proto.parse_detokenize(piece).strip("\ufffd")
+
+
+class LazyTokenSource:
+    """The :class:`TokenSource` the budget uses, chosen and loaded on first need, then kept.
+
+    Loading Qwen3's ``tokenizer.json`` takes about half a second; most calls never need
+    it (the byte-length check proves their documents fit), so nothing is loaded until a
+    document may not fit.
+
+    Args:
+        option: the client's ``tokenizer`` option (a path, a hub id, ``"server"``, a
+            ``tokenizers.Tokenizer`` or ``None``: see the client's docs).
+        model: the served model, a local directory when it is served from one.
+        api_key: whether the client has an API key (then ``/tokenize`` is never used).
+    """
+
+    def __init__(self, option: TokenizerOption | Tokenizer, model: str, *, api_key: bool) -> None:
+        self._option = option
+        self._model = model
+        self._api_key = api_key
+        self._source: TokenSource | None = None
+        self._resolved = False
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the source was resolved (a tokenizer loaded, if there is one)."""
+        return self._resolved
+
+    def get(self) -> TokenSource | None:
+        """The source, or ``None`` when none may be used (an API key and no local tokenizer)."""
+        with self._lock:
+            if not self._resolved:
+                self._source = self._resolve()
+                self._resolved = True
+            return self._source
+
+    def _resolve(self) -> TokenSource | None:
+        option, model = self._option, self._model
+        if option == "server":
+            return ServerTokens(model)
+        if option is not None and not isinstance(option, (str, Path)):
+            return LocalTokens(option)
+        if option is not None:
+            return LocalTokens(load_tokenizer(option))
+        if Path(model, "tokenizer.json").is_file():  # served from a local directory
+            return LocalTokens(load_tokenizer(model))
+        if self._api_key:
+            return None  # /tokenize is outside --api-key's guard: never used with a key
+        return ServerTokens(model)
