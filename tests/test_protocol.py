@@ -11,9 +11,13 @@ from qwen3_vllm_rerank import MalformedResponseError, RerankHTTPError
 from qwen3_vllm_rerank._protocol import (
     ScoreBatch,
     ServedModel,
+    parse_classify,
     parse_models,
+    parse_prompt_tokens,
     parse_scores,
+    parse_tokenize,
     plan_batches,
+    redact_url,
     score_call,
 )
 
@@ -96,3 +100,141 @@ def test_models_are_listed() -> None:
     empty = httpx.Response(200, json={"data": []}, request=request)
     with pytest.raises(MalformedResponseError):
         parse_models(empty)
+
+
+# -- every score is checked (issue 17, item 10) ---------------------------------------------
+
+
+def _scores_body(*items: Any) -> dict[str, Any]:
+    return {"data": list(items)}
+
+
+@pytest.mark.parametrize("score", [1e300, 7.5, -2.0, 1.0000001, -1e-9, 3])
+def test_a_score_outside_0_1_is_refused_naming_it_and_the_likely_cause(score: float) -> None:
+    body = _scores_body({"index": 0, "score": score}, {"index": 1, "score": 0.5})
+    with pytest.raises(MalformedResponseError) as info:
+        parse_scores(_response(body=body), 2)
+    message = str(info.value)
+    assert f"data[0].score is {score!r}" in message
+    assert "use_activation" in message
+    assert "logits" in message
+
+
+@pytest.mark.parametrize("text", ["Infinity", "-Infinity", "NaN", "true", "false", '"0.5"', "null"])
+def test_a_score_that_is_not_a_json_number_is_refused(text: str) -> None:
+    body = '{"data": [{"index": 0, "score": %s}, {"index": 1, "score": 0.5}]}' % text  # noqa: UP031
+    with pytest.raises(MalformedResponseError, match=r"data\[0\]\.score is"):
+        parse_scores(_response(text=body), 2)
+
+
+def test_a_missing_score_is_refused() -> None:
+    with pytest.raises(MalformedResponseError, match=r"data\[0\]\.score is None"):
+        parse_scores(_response(body=_scores_body({"index": 0})), 1)
+
+
+def test_the_bounds_0_and_1_are_scores_and_come_back_as_floats() -> None:
+    body = _scores_body({"index": 0, "score": 0}, {"index": 1, "score": 1}, {"index": 2, "score": 1.0})
+    scores = parse_scores(_response(body=body), 3)
+    assert scores == [0.0, 1.0, 1.0]
+    assert all(type(s) is float for s in scores)
+
+
+@pytest.mark.parametrize("index", [True, False, 1.0, "1", -1, None, [0]])
+def test_an_index_that_is_not_an_integer_in_range_is_refused(index: Any) -> None:
+    """``True`` and ``False`` are ints to Python: before the fix they were read as 1 and 0."""
+    body = _scores_body({"index": index, "score": 0.5}, {"index": 0, "score": 0.5})
+    if index is False:  # False is index 0 to Python: then index 0 repeats; make it the only one
+        body = _scores_body({"index": 1, "score": 0.5}, {"index": index, "score": 0.5})
+    with pytest.raises(MalformedResponseError, match=r"index is .*bad or repeated index"):
+        parse_scores(_response(body=body), 2)
+
+
+def test_what_the_server_sent_is_quoted_short() -> None:
+    huge = "9" * 10_000
+    with pytest.raises(MalformedResponseError) as info:
+        parse_scores(_response(body=_scores_body({"index": 0, "score": huge})), 1)
+    assert "'999" in str(info.value)
+    assert len(str(info.value)) < 1_000
+
+
+def test_json_nested_beyond_the_decoders_limit_is_malformed_not_a_recursion_error() -> None:
+    with pytest.raises(MalformedResponseError, match="not JSON"):
+        parse_scores(_response(text="[" * 100_000), 1)
+
+
+def test_an_error_body_nested_beyond_the_decoders_limit_is_still_an_http_error() -> None:
+    with pytest.raises(RerankHTTPError) as info:
+        parse_scores(_response(500, text="[" * 100_000), 1)
+    assert info.value.status_code == 500
+
+
+# -- the discovery answers' types are exact -----------------------------------------------------
+
+
+def test_a_boolean_max_model_len_is_unknown_not_one() -> None:
+    request = httpx.Request("GET", "http://x/v1/models")
+    response = httpx.Response(200, json={"data": [{"id": "a", "max_model_len": True}]}, request=request)
+    assert parse_models(response) == [ServedModel("a", None)]
+
+
+@pytest.mark.parametrize("tokens", [[True, 5], [1.0], [-1], ["1"], None])
+def test_token_ids_are_non_negative_integers(tokens: Any) -> None:
+    response = httpx.Response(200, json={"tokens": tokens}, request=httpx.Request("POST", "http://x/t"))
+    with pytest.raises(MalformedResponseError, match="no 'tokens' list of ids"):
+        parse_tokenize(response)
+
+
+@pytest.mark.parametrize("count", [True, -1, 1.5, "9", None])
+def test_prompt_tokens_are_a_non_negative_integer(count: Any) -> None:
+    body = {"data": [], "usage": {"prompt_tokens": count}}
+    with pytest.raises(MalformedResponseError, match=r"usage\.prompt_tokens"):
+        parse_prompt_tokens(_response(body=body))
+
+
+@pytest.mark.parametrize("probability", [1.5, -0.1, True, "0.5"])
+def test_a_classify_probability_outside_0_1_is_refused(probability: Any) -> None:
+    response = _response(body={"data": [{"probs": [probability]}]})
+    with pytest.raises(MalformedResponseError, match="probability"):
+        parse_classify(response)
+
+
+# -- URLs shown in errors carry no secret (issue 17, item 13) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+        ("http://svc:pw@host:8000/v1/score", "http://***@host:8000/v1/score"),
+        ("https://token@host/", "https://***@host/"),
+        ("http://u:p@ss@host/", "http://***@host/"),  # the last @ ends the userinfo, as in httpx
+        ("http://[::1]:8000/v1", "http://[::1]:8000/v1"),
+        ("http://host/v1?api_key=s3cret&debug", "http://host/v1?api_key=***&***"),
+        ("http://host/#s3cret", "http://host/"),
+        ("http://u:pa/ss@host/", "http://***"),  # ambiguous: a '/' in the password
+        ("http://u:12?ss@host/", "http://***"),  # ambiguous: a '?' in the password
+        ("svc:pw@host:8000", "***"),  # no scheme: everything may be the secret
+        ("http://[::1", "http://***"),  # not parseable
+        ("", ""),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_http_errors_show_the_url_without_its_password() -> None:
+    request = httpx.Request("POST", "http://svc:pw-123@127.0.0.1:1/v1/score")
+    response = httpx.Response(500, json={"error": {"message": "boom"}}, request=request)
+    with pytest.raises(RerankHTTPError) as info:
+        parse_scores(response, 1)
+    assert info.value.url == "http://***@127.0.0.1:1/v1/score"
+    assert "pw-123" not in str(info.value)
+
+
+def test_malformed_answers_show_the_url_without_its_password() -> None:
+    request = httpx.Request("POST", "http://svc:pw-123@127.0.0.1:1/v1/score")
+    response = httpx.Response(200, json={"data": []}, request=request)
+    with pytest.raises(MalformedResponseError) as info:
+        parse_scores(response, 1)
+    assert info.value.url == "http://***@127.0.0.1:1/v1/score"
+    assert "pw-123" not in str(info.value)

@@ -7,10 +7,10 @@ the calls; see ``client.py``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -19,6 +19,7 @@ from .errors import MalformedResponseError, RerankHTTPError
 __all__ = [
     "Call",
     "ScoreBatch",
+    "ScoreParam",
     "ServedModel",
     "auth_headers",
     "check_status",
@@ -32,6 +33,7 @@ __all__ = [
     "parse_scores",
     "parse_tokenize",
     "plan_batches",
+    "redact_url",
     "score_call",
     "status_error",
     "tokenize_call",
@@ -88,6 +90,45 @@ class ServedModel:
     root: str | None = None
 
 
+#: What stands in for a secret in a shown URL.
+REDACTED = "***"
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown in an error or a log line: without secrets.
+
+    The userinfo (``http://svc:pw@host`` -> ``http://***@host``) is replaced, every
+    query value is replaced but its name kept (``?token=abc&x`` -> ``?token=***&***``,
+    names help debugging, values may be keys), and the fragment is dropped. A URL
+    that cannot be parsed, or with an ``@`` outside its authority (a password with an
+    unencoded ``/``, ``?`` or ``#``, or no ``scheme://``), is ambiguous about where its
+    secret ends: only its scheme is kept (``http://***``). Never raises.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for an authority that is not host[:port]
+    except ValueError:
+        return _scheme_only(url)
+    if "@" in parts.path + parts.query + parts.fragment or (parts.scheme and not parts.netloc):
+        return _scheme_only(url)
+    _userinfo, at, host = parts.netloc.rpartition("@")
+    shown = f"{parts.scheme}://" if parts.scheme else ""
+    shown += (f"{REDACTED}@" if at else "") + host + parts.path
+    if parts.query:
+        shown += "?" + "&".join(_redact_query_item(item) for item in parts.query.split("&"))
+    return shown
+
+
+def _scheme_only(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    return f"{scheme}://{REDACTED}" if sep and scheme.isalnum() else REDACTED
+
+
+def _redact_query_item(item: str) -> str:
+    name, eq, _ = item.partition("=")
+    return f"{name}={REDACTED}" if eq else REDACTED
+
+
 def plan_batches(
     query: ScoreParam,
     documents: Sequence[ScoreParam],
@@ -140,10 +181,34 @@ def classify_call(model: str, prompt: str) -> Call:
     return Call("POST", CLASSIFY_PATH, {"model": model, "input": [prompt]})
 
 
+#: How much of a value the server sent an error message quotes.
+_SHOWN_CHARS = 80
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to a length fit for an error message."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _url(response: httpx.Response) -> str:
+    """The URL an answer came from, as it may be shown (:func:`redact_url`)."""
+    return redact_url(str(response.request.url))
+
+
+def _decoded(response: httpx.Response) -> Any:
+    """The JSON body; ``ValueError`` when it is not JSON (cut short, an HTML page, nested
+    beyond the decoder's recursion limit)."""
+    try:
+        return response.json()
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
+
+
 def _server_message(response: httpx.Response) -> str:
     """The human part of a vLLM error body (both its old and its OpenAI-style shapes)."""
     try:
-        body = response.json()
+        body = _decoded(response)
     except ValueError:
         return response.text.strip()[:500] or response.reason_phrase
     if isinstance(body, dict):
@@ -161,7 +226,7 @@ def status_error(response: httpx.Response) -> RerankHTTPError | None:
     """The error a non-2xx answer stands for, or ``None`` for a success."""
     if response.is_success:
         return None
-    return RerankHTTPError(str(response.request.url), response.status_code, _server_message(response))
+    return RerankHTTPError(_url(response), response.status_code, _server_message(response))
 
 
 def check_status(response: httpx.Response) -> None:
@@ -174,29 +239,56 @@ def check_status(response: httpx.Response) -> None:
 def _json_body(response: httpx.Response) -> Any:
     check_status(response)
     try:
-        return response.json()
+        return _decoded(response)
     except ValueError as exc:
-        raise MalformedResponseError(str(response.request.url), "body is not JSON") from exc
+        start = f"it starts {_shown(response.content[:40])}" if response.content else "it is empty"
+        raise MalformedResponseError(
+            _url(response),
+            f"the body is not JSON ({start}): a proxy's page, or an answer cut short. The request "
+            "reached the server and was not sent again",
+        ) from exc
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """A JSON integer (``True`` is an ``int`` to Python, not to JSON)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_probability(value: object) -> TypeGuard[float]:
+    """A JSON number in [0, 1]. Python's JSON reads NaN and infinities too: both fail the
+    comparison, as does an integer too large for a float."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+#: Why a server answers numbers that are not probabilities.
+_NOT_PROBABILITIES = (
+    "a reranker's score is a probability in [0, 1]; a server answering other numbers returns raw "
+    'logits or another model\'s output (a request or server with "use_activation": false, a '
+    "pooler other than Qwen3-Reranker's, or a proxy rewriting answers)"
+)
 
 
 def parse_models(response: httpx.Response) -> list[ServedModel]:
-    """Served models (name and ``max_model_len``) from ``GET /v1/models``."""
-    url = str(response.request.url)
+    """Served models (name, ``max_model_len``, ``root``) from ``GET /v1/models``.
+
+    A ``max_model_len`` or ``root`` of the wrong type is read as unknown (``None``).
+    """
+    url = _url(response)
     body = _json_body(response)
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list) or not data:
-        raise MalformedResponseError(url, "no models listed under 'data'")
+        raise MalformedResponseError(url, f"no models listed under 'data' (got {_shown(body)})")
     models = []
     for item in data:
         name = item.get("id") if isinstance(item, dict) else None
         if not isinstance(name, str):
-            raise MalformedResponseError(url, "model entries without a string 'id'")
+            raise MalformedResponseError(url, f"a model entry without a string 'id': {_shown(item)}")
         length = item.get("max_model_len")
         root = item.get("root")
         models.append(
             ServedModel(
                 name,
-                length if isinstance(length, int) and length > 0 else None,
+                length if _is_int(length) and length > 0 else None,
                 root if isinstance(root, str) else None,
             )
         )
@@ -204,63 +296,79 @@ def parse_models(response: httpx.Response) -> list[ServedModel]:
 
 
 def parse_tokenize(response: httpx.Response) -> list[int]:
-    """Token ids from ``POST /tokenize``."""
+    """Token ids from ``POST /tokenize``: non-negative integers."""
     body = _json_body(response)
     tokens = body.get("tokens") if isinstance(body, dict) else None
-    if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
-        raise MalformedResponseError(str(response.request.url), "no 'tokens' list of ids")
+    if not isinstance(tokens, list) or not all(_is_int(t) and t >= 0 for t in tokens):
+        raise MalformedResponseError(_url(response), f"no 'tokens' list of ids (got {_shown(body)})")
     return tokens
 
 
 def parse_detokenize(response: httpx.Response) -> str:
+    """The text of ``POST /detokenize``."""
     body = _json_body(response)
     prompt = body.get("prompt") if isinstance(body, dict) else None
     if not isinstance(prompt, str):
-        raise MalformedResponseError(str(response.request.url), "no 'prompt' string")
+        raise MalformedResponseError(_url(response), f"no 'prompt' string (got {_shown(body)})")
     return prompt
 
 
 def parse_prompt_tokens(response: httpx.Response) -> int:
-    """``usage.prompt_tokens`` of a score answer: how long the server's prompt was."""
+    """``usage.prompt_tokens`` of a score answer (a non-negative integer): how long the
+    server's prompt was."""
     body = _json_body(response)
     usage = body.get("usage") if isinstance(body, dict) else None
     tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-    if not isinstance(tokens, int):
-        raise MalformedResponseError(str(response.request.url), "no 'usage.prompt_tokens'")
-    return tokens
+    if not _is_int(tokens) or tokens < 0:
+        raise MalformedResponseError(_url(response), f"no 'usage.prompt_tokens' count (got {_shown(usage)})")
+    return int(tokens)
 
 
 def parse_classify(response: httpx.Response) -> float:
-    """The one probability of a one-label ``/classify`` answer."""
+    """The one probability (in [0, 1]) of a one-label ``/classify`` answer."""
+    url = _url(response)
     body = _json_body(response)
     try:
         probs = body["data"][0]["probs"]
         value = probs[0] if isinstance(probs, list) else probs
     except (KeyError, IndexError, TypeError) as exc:
-        raise MalformedResponseError(str(response.request.url), "no 'data[0].probs'") from exc
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MalformedResponseError(str(response.request.url), f"probability {value!r} is not a number")
+        raise MalformedResponseError(url, f"no 'data[0].probs' (got {_shown(body)})") from exc
+    if not _is_probability(value):
+        raise MalformedResponseError(url, f"probability {_shown(value)}: {_NOT_PROBABILITIES}")
     return float(value)
 
 
 def parse_scores(response: httpx.Response, expected: int) -> list[float]:
-    """Scores from a ``/v1/score`` answer, in input order, checked for count and range."""
-    url = str(response.request.url)
+    """Scores from a ``/v1/score`` answer, in input order.
+
+    Checked: ``data`` lists exactly ``expected`` objects; each ``index`` (the position when
+    absent) is an integer in ``range(expected)`` named once; each ``score`` is a finite number
+    in [0, 1]. Anything else is a :class:`MalformedResponseError` quoting what was sent.
+    """
+    url = _url(response)
     body = _json_body(response)
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list):
-        raise MalformedResponseError(url, "no 'data' list")
+        raise MalformedResponseError(url, f"no 'data' list (got {_shown(body)})")
     if len(data) != expected:
         raise MalformedResponseError(url, f"{len(data)} scores for {expected} documents")
     scores: list[float | None] = [None] * expected
     for position, item in enumerate(data):
         if not isinstance(item, dict):
-            raise MalformedResponseError(url, f"data[{position}] is not an object")
+            raise MalformedResponseError(url, f"data[{position}] is not an object: {_shown(item)}")
         index = item.get("index", position)
+        if not _is_int(index) or not 0 <= index < expected or scores[index] is not None:
+            raise MalformedResponseError(
+                url,
+                f"data[{position}].index is {_shown(index)}: not an unused integer "
+                f"in 0..{expected - 1} (bad or repeated index)",
+            )
         score = item.get("score")
-        if not isinstance(index, int) or not 0 <= index < expected or scores[index] is not None:
-            raise MalformedResponseError(url, f"bad or repeated index {index!r}")
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise MalformedResponseError(url, f"score {score!r} is not a finite number")
+        if not _is_probability(score):
+            raise MalformedResponseError(
+                url,
+                f"data[{position}].score is {_shown(score)}, not a finite number in [0, 1]: "
+                f"{_NOT_PROBABILITIES}",
+            )
         scores[index] = float(score)
     return [s for s in scores if s is not None]

@@ -8,7 +8,10 @@ reset, no answer to the connection attempt, HTTP 429/502/503) or failed inside i
 What is not: 400/401/404/422 (they would fail again), and a request that timed out while
 the server had it (read/write timeout, HTTP 504 from a gateway): the server is most likely
 still computing it, and sending the same batch again would double the load on a server
-that is already too slow. Such a call fails once, with :class:`RerankTimeoutError`.
+that is already too slow. Such a call fails once, with :class:`RerankTimeoutError`. Nor is
+a request whose answer had started (status line received) and then broke off, or came
+back unusable: the model had it. That call fails once, with
+:class:`MalformedResponseError`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .._protocol import redact_url
 from ..errors import InvalidInput, Qwen3RerankError, RerankConnectionError, RerankHTTPError
 
 __all__ = ["RETRYABLE_STATUS", "Attempts", "Endpoints", "RetryPolicy"]
@@ -55,6 +59,7 @@ class RetryPolicy:
 
 
 def retryable(error: Qwen3RerankError) -> bool:
+    """Whether a request that failed with ``error`` may be sent again (see the module docstring)."""
     if isinstance(error, RerankHTTPError):
         return error.status_code in RETRYABLE_STATUS
     return isinstance(error, RerankConnectionError)
@@ -133,8 +138,8 @@ class Attempts:
         failed_urls = {url for url, _ in self._errors}
         all_unreachable = all(isinstance(e, RerankConnectionError) for _, e in self._errors)
         if len(self._endpoints.urls) > 1 and all_unreachable:
-            names = ", ".join(self._endpoints.urls)
-            tried = ", ".join(sorted(failed_urls))
+            names = ", ".join(redact_url(url) for url in self._endpoints.urls)
+            tried = ", ".join(redact_url(url) for url in sorted(failed_urls))
             return RerankConnectionError(
                 names, f"all endpoints are down; tried {tried} over {self._tries} attempts"
             )
