@@ -6,21 +6,33 @@ and images). :func:`score_request` refuses what cannot be scored with
 :class:`InvalidInput` before any request; :func:`prepare` / :func:`aprepare` then turn
 every image into the official reranker's pixels (decoding, hostile-input checks), still
 before any request, and give :class:`Item` s: text plus prepared images.
+
+Two kinds of failure, told apart:
+
+* a programmer error (a query or document of the wrong type, an empty query): plain
+  :class:`InvalidInput`, raised at once by :func:`score_request`;
+* bad retrieved data (a document's image that cannot be read, is refused or cannot be
+  fetched): every such document of the call is collected into one
+  :class:`~qwen3_vllm_rerank.errors.UnusableDocuments` (``reasons`` by document index), which
+  the adapters' ``on_error="passthrough"`` returns unscored. An image in the *query* is the
+  application's own: a bad one is plain :class:`InvalidInput`, raised before any document's
+  image is touched.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, UnusableDocuments
+from ..images import IMAGE_CACHE_BYTES, PreparedImageCache, shared_image_cache
+from ..images._calls import Outcome, aprepare_each, prepare_each
+from ..images._failures import UnusableImage
 from ..images._fetching import UrlFetcher
-from ..images._preparing import PreparedImage, aprepare_image, prepare_image
-from ..images._sources import Content, Image
+from ..images._preparing import PreparedImage
+from ..images._sources import Content, Image, source_kind
 
-__all__ = ["Item", "ScoreRequest", "aprepare", "positive_int", "prepare", "score_request"]
+__all__ = ["Item", "ScoreRequest", "aprepare", "image_cache", "positive_int", "prepare", "score_request"]
 
 #: What a query or document may be (see the module docstring).
 Input = str | Image | Content
@@ -66,20 +78,24 @@ class ScoreRequest:
     _query: _Parts
     _documents: list[_Parts]
 
-    @property
-    def has_images(self) -> bool:
-        return bool(self._query.images) or any(d.images for d in self._documents)
-
     def image_labels(self) -> list[tuple[str, Image]]:
         """Every image of the call with the input it belongs to, e.g. ``("documents[3]", image)``."""
-        labelled = [("query", image) for image in self._query.images]
-        for i, parts in enumerate(self._documents):
-            labelled += [(f"documents[{i}]", image) for image in parts.images]
-        return labelled
+        return [*self.query_images(), *((label, image) for _, label, image in self.document_images())]
+
+    def query_images(self) -> list[tuple[str, Image]]:
+        """The query's images, each with its label (``"query"``)."""
+        return [("query", image) for image in self._query.images]
+
+    def document_images(self) -> list[tuple[int, str, Image]]:
+        """Every document image of the call with its document's index and label, e.g.
+        ``(3, "documents[3]", image)``, in order."""
+        return [
+            (i, f"documents[{i}]", image) for i, parts in enumerate(self._documents) for image in parts.images
+        ]
 
     def items(self, prepared: Sequence[PreparedImage]) -> tuple[Item, list[Item]]:
-        """The query and document :class:`Item` s, given every image prepared in
-        :meth:`image_labels` order."""
+        """The query and document :class:`Item` s, given every image prepared in order: the
+        query's (:meth:`query_images`), then the documents' (:meth:`document_images`)."""
         remaining = iter(prepared)
 
         def item(parts: _Parts) -> Item:
@@ -101,9 +117,7 @@ def _parts(value: object, label: str) -> _Parts:
         return _Parts(value.text, tuple(i if isinstance(i, Image) else Image(i) for i in value.images))
     if isinstance(value, Image):
         return _Parts("", (value,))
-    if isinstance(value, bytes | bytearray | memoryview | os.PathLike) or type(value).__module__.startswith(
-        "PIL."
-    ):
+    if source_kind(value) is not None:  # a bare image source (a str is text, above)
         return _Parts("", (Image(value),))  # type: ignore[arg-type]
     raise InvalidInput(
         f"{label} must be a str, an Image or a Content (text and images), got {type(value).__name__}"
@@ -129,15 +143,70 @@ def score_request(
     return ScoreRequest(query, documents, instruction, top_n, query_parts, document_parts)  # type: ignore[arg-type]
 
 
-def prepare(request: ScoreRequest, fetcher: UrlFetcher | None) -> tuple[Item, list[Item]]:
-    """The call's items, its images prepared here (decoded, checked, resized, encoded)."""
-    prepared = [prepare_image(image, label=label, fetcher=fetcher) for label, image in request.image_labels()]
-    return request.items(prepared)
+def image_cache(option: object) -> PreparedImageCache | None:
+    """The prepared-image cache a client's ``image_cache`` option names: a
+    :class:`~qwen3_vllm_rerank.images.PreparedImageCache` as given (shared with whoever else
+    holds it); :data:`~qwen3_vllm_rerank.images.IMAGE_CACHE_BYTES` (the default) the
+    process-wide :func:`~qwen3_vllm_rerank.images.shared_image_cache`, which every client left
+    at the default shares; 0 none; any other number of bytes a cache of that size for this
+    client alone. Anything else is :class:`InvalidInput`."""
+    if isinstance(option, PreparedImageCache):
+        return option
+    if isinstance(option, bool) or not isinstance(option, int) or option < 0:
+        raise InvalidInput(
+            f"image_cache must be a number of bytes >= 0 or a PreparedImageCache, got {option!r}"
+        )
+    if option == 0:
+        return None
+    return shared_image_cache() if option == IMAGE_CACHE_BYTES else PreparedImageCache(option)
 
 
-async def aprepare(request: ScoreRequest, fetcher: UrlFetcher | None) -> tuple[Item, list[Item]]:
-    """:func:`prepare` for asyncio: URLs fetched concurrently, decoding in worker threads."""
-    prepared = await asyncio.gather(
-        *(aprepare_image(image, label=label, fetcher=fetcher) for label, image in request.image_labels())
-    )
-    return request.items(prepared)
+def _query_prepared(outcomes: list[Outcome]) -> list[PreparedImage]:
+    for outcome in outcomes:
+        if isinstance(outcome, UnusableImage):
+            raise outcome  # the application's own query: plain InvalidInput
+    return outcomes  # type: ignore[return-value]
+
+
+def _documents_prepared(request: ScoreRequest, outcomes: list[Outcome]) -> list[PreparedImage]:
+    """The documents' prepared images, or :class:`UnusableDocuments` naming every document
+    with an image that could not be prepared."""
+    located = request.document_images()
+    failed: dict[int, list[str]] = {}
+    for (index, _, _), outcome in zip(located, outcomes, strict=True):
+        if isinstance(outcome, UnusableImage):
+            failed.setdefault(index, []).append(outcome.reason)
+    if failed:
+        raise UnusableDocuments({index: "; ".join(reasons) for index, reasons in failed.items()})
+    return outcomes  # type: ignore[return-value]
+
+
+def _located(request: ScoreRequest) -> list[tuple[str, Image]]:
+    return [(label, image) for _, label, image in request.document_images()]
+
+
+def prepare(
+    request: ScoreRequest, fetcher: UrlFetcher | None, cache: PreparedImageCache | None = None
+) -> tuple[Item, list[Item]]:
+    """The call's items, its images prepared (read here, decoded, checked, resized and encoded in
+    the bounded pool within the call's memory budget): the query's first, then every
+    document's (see the module docstring for errors).
+
+    Args:
+        request: the validated call.
+        fetcher: the opt-in for image URLs (``None``: refused).
+        cache: the prepared-image cache to look images up in and store them into (``None``: none).
+    """
+    query = _query_prepared(prepare_each(request.query_images(), fetcher, cache=cache))
+    documents = _documents_prepared(request, prepare_each(_located(request), fetcher, cache=cache))
+    return request.items([*query, *documents])
+
+
+async def aprepare(
+    request: ScoreRequest, fetcher: UrlFetcher | None, cache: PreparedImageCache | None = None
+) -> tuple[Item, list[Item]]:
+    """:func:`prepare` for asyncio: URLs fetched concurrently, decoding in the bounded pool
+    within the call's memory budget, the loop never blocked."""
+    query = _query_prepared(await aprepare_each(request.query_images(), fetcher, cache=cache))
+    documents = _documents_prepared(request, await aprepare_each(_located(request), fetcher, cache=cache))
+    return request.items([*query, *documents])

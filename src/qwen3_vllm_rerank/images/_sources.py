@@ -1,9 +1,13 @@
-"""What an image input is: :class:`Image` (one source) and :class:`Content` (text and images)."""
+"""What an image input is: :class:`Image` (one source) and :class:`Content` (text and images),
+and :class:`SourceKind`, the one table of the kinds of source every other module dispatches on."""
 
 from __future__ import annotations
 
+import enum
 import os
+import re
 import sys
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
@@ -14,9 +18,32 @@ if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 
-__all__ = ["Content", "Image", "ImageSource"]
+__all__ = ["Content", "Image", "ImageSource", "SourceKind", "describe", "redact_url", "source_kind"]
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "PILImage"]
+
+
+class SourceKind(enum.StrEnum):
+    """The kinds of image source. A new input type is one member here, one branch in
+    :func:`source_kind`, and the branches mypy then names (every dispatch ends in
+    ``assert_never``)."""
+
+    #: A filesystem path (``str`` without a URL scheme, or ``os.PathLike``).
+    PATH = "path"
+    #: A ``file:`` URL: read only from the roots a :class:`UrlFetcher` was given.
+    FILE_URL = "file-url"
+    #: ``bytes``, ``bytearray`` or ``memoryview`` holding an image file.
+    BYTES = "bytes"
+    #: A PIL image.
+    PIL = "pil"
+    #: A ``data:`` URL.
+    DATA_URL = "data-url"
+    #: Any other URL (``scheme://...``): fetched only through a :class:`UrlFetcher`, and only
+    #: http and https.
+    URL = "url"
+
+
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]+://", re.IGNORECASE)
 
 
 def _is_pil_image(value: object) -> bool:
@@ -25,16 +52,42 @@ def _is_pil_image(value: object) -> bool:
     return module is not None and isinstance(value, module.Image)
 
 
+def _string_kind(source: str) -> SourceKind:
+    lowered = source[:16].lower()
+    if lowered.startswith("data:"):
+        return SourceKind.DATA_URL
+    if lowered.startswith("file:"):
+        return SourceKind.FILE_URL
+    # Two characters at least: "C://x" is a Windows drive, not a URL.
+    if _SCHEME.match(source):
+        return SourceKind.URL
+    return SourceKind.PATH
+
+
+def source_kind(value: object) -> SourceKind | None:
+    """The kind of image source ``value`` is, or ``None`` when it is none."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return SourceKind.BYTES
+    if isinstance(value, str):
+        return _string_kind(value)
+    if isinstance(value, os.PathLike):
+        return SourceKind.PATH
+    if _is_pil_image(value):
+        return SourceKind.PIL
+    return None
+
+
 @dataclass(frozen=True, eq=False, slots=True)
 class Image:
     """One image to score: its ``source`` is one of
 
-    * a path to an image file (``str`` or ``os.PathLike``; ``file://`` is accepted),
+    * a path to an image file (``str`` without a URL scheme, or ``os.PathLike``),
     * the bytes of an image file (PNG, JPEG, GIF, WebP, BMP, TIFF),
     * a PIL image,
     * a ``data:image/...;base64,...`` URL,
     * an ``http://`` or ``https://`` URL, fetched by the client only when the caller opts in
-      with a :class:`UrlFetcher` (refused with :class:`InvalidInput` otherwise).
+      with a :class:`UrlFetcher` (refused with :class:`InvalidInput` otherwise),
+    * a ``file:`` URL, read only when that fetcher was given ``file_roots`` and only inside them.
 
     Nothing is read or decoded when it is made: that happens when the image is prepared,
     once per call. Compared by identity.
@@ -43,36 +96,24 @@ class Image:
     source: ImageSource
 
     def __post_init__(self) -> None:
-        source = self.source
-        if isinstance(source, Image):
+        if isinstance(self.source, Image):
             raise InvalidInput("Image(Image(...)): pass the image itself, not wrapped twice")
-        if not isinstance(source, str | bytes | bytearray | memoryview | os.PathLike) and not _is_pil_image(
-            source
-        ):
+        if source_kind(self.source) is None:
             raise InvalidInput(
-                f"Image source must be a path, bytes, a PIL image, a data: URL or an http(s) URL, "
-                f"got {type(source).__name__}"
+                "Image source must be a path, bytes, a PIL image, a data: URL or an http(s) URL, "
+                f"got {type(self.source).__name__}"
             )
 
     @property
-    def kind(self) -> str:
-        """``"path"``, ``"bytes"``, ``"pil"``, ``"data-url"`` or ``"url"``."""
-        source = self.source
-        if isinstance(source, bytes | bytearray | memoryview):
-            return "bytes"
-        if isinstance(source, str):
-            lowered = source[:8].lower()
-            if lowered.startswith("data:"):
-                return "data-url"
-            if lowered.startswith(("http://", "https://")):
-                return "url"
-            return "path"
-        if isinstance(source, os.PathLike):
-            return "path"
-        return "pil"
+    def kind(self) -> SourceKind:
+        """What kind of source it is (a :class:`SourceKind`, equal to its string value)."""
+        kind = source_kind(self.source)
+        if kind is None:  # pragma: no cover - refused in __post_init__
+            raise InvalidInput(f"Image source of type {type(self.source).__name__}")
+        return kind
 
     def __repr__(self) -> str:
-        return f"Image({_describe(self.source)})"
+        return f"Image({describe(self.source)})"
 
 
 def _as_image(value: Image | ImageSource) -> Image:
@@ -96,9 +137,7 @@ class Content:
         if not isinstance(self.text, str):
             raise InvalidInput(f"Content.text must be a str, got {type(self.text).__name__}")
         images = self.images
-        if isinstance(images, Image | str | bytes | bytearray | memoryview | os.PathLike) or _is_pil_image(
-            images
-        ):
+        if isinstance(images, Image) or source_kind(images) is not None:
             images = (images,)  # type: ignore[assignment]
         object.__setattr__(self, "images", tuple(_as_image(image) for image in images))
 
@@ -107,12 +146,34 @@ class Content:
         return f"Content(text={text!r}, images={list(self.images)!r})"
 
 
-def _describe(source: object) -> str:
+def redact_url(url: str) -> str:
+    """``url`` without its userinfo, query string and fragment (which may carry secrets:
+    signed URLs, tokens), for messages and logs."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<malformed URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    shown = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    if parts.query or parts.fragment:
+        shown += "?..."
+    return shown if len(shown) <= 200 else shown[:200] + "..."
+
+
+def describe(source: object) -> str:
+    """A short, safe description of an image source for reprs and messages."""
     if isinstance(source, bytes | bytearray | memoryview):
         return f"<{len(source)} bytes>"
     if isinstance(source, str):
-        if source[:5].lower() == "data:":
+        kind = _string_kind(source)
+        if kind is SourceKind.DATA_URL:
             return repr(source[:40] + f"...<{len(source)} chars>") if len(source) > 40 else repr(source)
+        if kind is SourceKind.URL or kind is SourceKind.FILE_URL:
+            return repr(redact_url(source))
         return repr(source if len(source) <= 200 else source[:200] + "...")
     if isinstance(source, os.PathLike):
         return repr(os.fspath(source))

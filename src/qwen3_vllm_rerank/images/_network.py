@@ -1,0 +1,230 @@
+"""The fetcher's connections: only to addresses checked beforehand, and never past the deadline.
+
+httpcore (the transport under httpx) is given a network backend that connects a host only to
+the addresses the fetcher resolved and checked for it (no second lookup that a rebinding DNS
+server could answer differently), and whose every connect, read, write and TLS handshake
+waits at most until one total deadline: a server that trickles its headers a byte at a time
+cannot hold a fetch past ``timeout``. The URL keeps its host, so TLS checks the certificate
+against the name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import httpcore
+
+# The timeout parameters are httpcore's interface, bounded here by the deadline.
+# ruff: noqa: ASYNC109
+
+__all__ = ["TRANSPORT_ERRORS", "AsyncPinnedBackend", "Deadline", "PinnedBackend", "aresolve", "resolve"]
+
+#: Everything the transport raises for a failed exchange (not programmer errors).
+TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
+    httpcore.TimeoutException,
+    httpcore.NetworkError,
+    httpcore.ProtocolError,
+    httpcore.UnsupportedProtocol,
+    httpcore.ConnectionNotAvailable,
+    OSError,  # includes ssl.SSLError and socket.gaierror
+    UnicodeError,  # a host name that does not encode
+    ssl.CertificateError,
+)
+
+# Name resolution blocks in getaddrinfo: the sync path waits for it at most until the deadline.
+_RESOLVERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qwen3-image-resolve")
+
+
+class Deadline:
+    """One total time limit: :meth:`left` is what remains, never more than ``cap``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._end = time.monotonic() + seconds
+
+    def left(self, cap: float | None = None) -> float:
+        """Seconds left (at most ``cap``); raises ``httpcore.ReadTimeout`` once none are."""
+        remaining = self._end - time.monotonic()
+        if remaining <= 0:
+            raise httpcore.ReadTimeout(f"the total deadline of {self.seconds} s passed")
+        return remaining if cap is None else min(cap, remaining)
+
+    def timeouts(self) -> dict[str, float]:
+        """httpcore's per-request ``timeout`` extension, all set to the time left."""
+        left = self.left()
+        return {"connect": left, "read": left, "write": left, "pool": left}
+
+
+def _addresses(infos: Iterable[tuple[Any, ...]]) -> list[str]:
+    seen: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        if address not in seen:
+            seen.append(address)
+    return seen
+
+
+def resolve(host: str, port: int, deadline: Deadline) -> list[str]:
+    """The addresses ``host`` resolves to, waiting at most until ``deadline``."""
+    future = _RESOLVERS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        return _addresses(future.result(timeout=deadline.left()))
+    except FutureTimeout as exc:
+        raise httpcore.ConnectTimeout(f"resolving {host} took over {deadline.seconds} s") from exc
+
+
+async def aresolve(host: str, port: int, deadline: Deadline) -> list[str]:
+    """:func:`resolve` for asyncio."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(deadline.left()):
+            return _addresses(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+    except TimeoutError as exc:
+        raise httpcore.ConnectTimeout(f"resolving {host} took over {deadline.seconds} s") from exc
+
+
+class _Pins:
+    """host -> the checked addresses to connect it to."""
+
+    def __init__(self) -> None:
+        self._pins: dict[str, tuple[str, ...]] = {}
+
+    def pin(self, host: str, addresses: Iterable[str]) -> None:
+        self._pins[host] = tuple(addresses)
+
+    def addresses(self, host: str) -> tuple[str, ...]:
+        addresses = self._pins.get(host)
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} was not checked before connecting")
+        return addresses
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream, deadline: Deadline) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, self._deadline.left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, self._deadline.left(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        inner = self._inner.start_tls(ssl_context, server_hostname, self._deadline.left(timeout))
+        return _DeadlineStream(inner, self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class PinnedBackend(httpcore.NetworkBackend):
+    """Connects each host only to the addresses pinned for it (:meth:`pin`), within ``deadline``."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self._inner = httpcore.SyncBackend()
+        self._deadline = deadline
+        self._pins = _Pins()
+        self.pin = self._pins.pin
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        failure: Exception = httpcore.ConnectError(f"no address for {host}")
+        for address in self._pins.addresses(host):
+            try:
+                stream = self._inner.connect_tcp(
+                    address, port, self._deadline.left(timeout), local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:
+                failure = exc
+                continue
+            return _DeadlineStream(stream, self._deadline)
+        raise failure
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("the image fetcher never connects to a Unix socket")
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, self._deadline.left()))
+
+
+class _AsyncDeadlineStream(httpcore.AsyncNetworkStream):
+    def __init__(self, inner: httpcore.AsyncNetworkStream, deadline: Deadline) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, self._deadline.left(timeout))
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, self._deadline.left(timeout))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        inner = await self._inner.start_tls(ssl_context, server_hostname, self._deadline.left(timeout))
+        return _AsyncDeadlineStream(inner, self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class AsyncPinnedBackend(httpcore.AsyncNetworkBackend):
+    """:class:`PinnedBackend` for asyncio."""
+
+    def __init__(self, deadline: Deadline) -> None:
+        self._inner = httpcore.AnyIOBackend()
+        self._deadline = deadline
+        self._pins = _Pins()
+        self.pin = self._pins.pin
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        failure: Exception = httpcore.ConnectError(f"no address for {host}")
+        for address in self._pins.addresses(host):
+            try:
+                stream = await self._inner.connect_tcp(
+                    address, port, self._deadline.left(timeout), local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:
+                failure = exc
+                continue
+            return _AsyncDeadlineStream(stream, self._deadline)
+        raise failure
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("the image fetcher never connects to a Unix socket")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(min(seconds, self._deadline.left()))
