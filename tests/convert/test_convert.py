@@ -19,9 +19,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from qwen3_vllm_rerank.convert import VERIFY_PAIRS, convert_checkpoint, verify_conversion
+from qwen3_vllm_rerank.convert import convert_checkpoint, verify_conversion
 from qwen3_vllm_rerank.convert._plan import score_values
 from qwen3_vllm_rerank.convert._reading import decode
+from qwen3_vllm_rerank.convert._verify import VERIFY_PAIRS
 from qwen3_vllm_rerank.convert._writing import Copier
 from qwen3_vllm_rerank.errors import ConversionError, Qwen3RerankError
 from qwen3_vllm_rerank.prompt import format_prompt

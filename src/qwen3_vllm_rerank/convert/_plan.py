@@ -11,24 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._checkpoints import ARCHITECTURES, PAD_TOKEN, Architecture
 from ..errors import ConversionError
 from . import _sentence_transformers as st
-from ._reading import INDEX, Shard, Tensor, read_json, read_rows, read_shards
+from ._reading import INDEX, Shard, Tensor, read_json, read_rows, read_shards, short
 
 logger = logging.getLogger("qwen3_vllm_rerank.convert")
 
-#: Qwen3's padding token; the converted config needs a pad_token_id for batches > 1.
-DEFAULT_PAD_TOKEN = "<|endoftext|>"  # noqa: S105 - a token, not a secret
 LM_HEAD, SCORE = "lm_head.weight", "score.weight"
-#: model_type -> (the original architecture, the converted one, where ``embed_tokens.weight`` is).
-KINDS = {
-    "qwen3": ("Qwen3ForCausalLM", "Qwen3ForSequenceClassification", "model."),
-    "qwen3_vl": (
-        "Qwen3VLForConditionalGeneration",
-        "Qwen3VLForSequenceClassification",
-        "model.language_model.",
-    ),
-}
+#: model_type -> the original architecture this converter turns into its ``seq_cls``.
+ORIGINALS = {arch.model_type: arch for arch in ARCHITECTURES.values() if arch.kind == "original"}
 #: Keys of the original reranker's vLLM overrides: harmful in a converted config.
 ORIGINAL_KEYS = ("classifier_from_token", "method", "is_original_qwen3_reranker", "use_pad_token")
 # Other weight formats are never copied: they would hold the original CausalLM.
@@ -40,7 +32,7 @@ class Source:
     """An original Qwen3(-VL)-Reranker checkpoint, inspected (headers and tokenizer only): every tensor
     by name with its shard, and the output layer ``head`` (``embed_tokens`` when tied, else ``lm_head``)."""
 
-    kind: str  # the model_type: a key of KINDS
+    architecture: Architecture  # an original one: the converted checkpoint is its seq_cls
     root: Path
     config: dict[str, Any]
     shards: list[Shard]
@@ -58,7 +50,7 @@ class Source:
     @property
     def vl(self) -> bool:
         """A Qwen3-VL reranker: no transformers class and no Sentence Transformers files for it."""
-        return self.kind == "qwen3_vl"
+        return self.architecture.family == "vl"
 
     def kept(self) -> dict[str, tuple[Shard, Tensor]]:
         """The tensors a converted checkpoint keeps: all but ``lm_head.weight``."""
@@ -86,7 +78,9 @@ def _head(root: Path, config: dict[str, Any], embed: str, tensors: dict[str, tup
     if SCORE in tensors:
         raise ConversionError(f"{root} already has a {SCORE} tensor: it looks converted already")
     # A missing tie_word_embeddings means untied: Qwen3Config's default (transformers 4.51 to 5.x).
-    tied = bool(config.get("tie_word_embeddings", False))
+    tied = config.get("tie_word_embeddings", False)
+    if not isinstance(tied, bool):
+        raise ConversionError(f"{root / 'config.json'}: tie_word_embeddings is {tied!r}, not true or false")
     if (embed if tied else LM_HEAD) not in tensors:
         raise ConversionError(
             f"{root} has no {embed}: is it a complete Qwen3 checkpoint?"
@@ -98,12 +92,22 @@ def _head(root: Path, config: dict[str, Any], embed: str, tensors: dict[str, tup
         logger.warning("%s ties its embeddings but also stores %s; it is ignored", root, LM_HEAD)
     head = tensors[embed if tied else LM_HEAD][1]
     text = config.get("text_config") or config  # Qwen3-VL keeps the language model's sizes there
-    shape = [int(text.get("vocab_size") or head.shape[0]), int(text.get("hidden_size") or 0)]
+    if not isinstance(text, dict):
+        raise ConversionError(f"{root / 'config.json'}: text_config is {short(text)}, not an object")
+    shape = [_size(root, text, "vocab_size", head.shape[0]), _size(root, text, "hidden_size", 0)]
     if len(head.shape) != 2 or head.shape[1] != shape[1] or head.shape[0] < shape[0]:
         raise ConversionError(f"{head.name} has shape {list(head.shape)}; config.json says {shape}")
     if head.dtype not in ("F16", "BF16", "F32"):
         raise ConversionError(f"{head.name} is {head.dtype}: only F16, BF16 and F32 heads can be converted")
     return head
+
+
+def _size(root: Path, config: dict[str, Any], key: str, default: int) -> int:
+    """A size of ``config.json`` (``default`` when absent or 0): an integer, else ConversionError."""
+    value = config.get(key) or default
+    if type(value) is not int or value < 0:
+        raise ConversionError(f"{root / 'config.json'}: {key} is {short(value)}, not an integer >= 0")
+    return value
 
 
 def _token_id(tokenizer: Any, token: str, role: str, vocab_size: int) -> int:
@@ -122,15 +126,21 @@ def inspect(root: Path, yes_token: str, no_token: str) -> Source:
         raise ConversionError(f"{root} has no config.json: is it a checkpoint directory?")
     config = read_json(root / "config.json")
     architectures, model_type = config.get("architectures") or [], config.get("model_type")
-    if any(target in architectures for _, target, _ in KINDS.values()):
-        raise ConversionError(f"{root} is already converted ({architectures}); serve it as it is")
-    if model_type not in KINDS or KINDS[model_type][0] not in architectures:
+    if not isinstance(architectures, list) or not all(isinstance(name, str) for name in architectures):
         raise ConversionError(
-            f"{root} is not an original Qwen3(-VL)-Reranker: config.json says {architectures} {model_type!r};"
-            " expected ['Qwen3ForCausalLM'], 'qwen3' or ['Qwen3VLForConditionalGeneration'], 'qwen3_vl'"
+            f"{root / 'config.json'}: architectures is {short(architectures)}, not a list of class names"
+        )
+    if any(ARCHITECTURES[name].kind == "converted" for name in architectures if name in ARCHITECTURES):
+        raise ConversionError(f"{root} is already converted ({architectures}); serve it as it is")
+    original = ORIGINALS.get(model_type) if isinstance(model_type, str) else None
+    if original is None or original.name not in architectures:
+        expected = " or ".join(f"[{a.name!r}], {a.model_type!r}" for a in ORIGINALS.values())
+        raise ConversionError(
+            f"{root} is not an original Qwen3(-VL)-Reranker: config.json says {short(architectures)} "
+            f"{short(model_type)}; expected {expected}"
         )
     shards, index, tensors = read_shards(root)
-    head = _head(root, config, KINDS[model_type][2] + "embed_tokens.weight", tensors)
+    head = _head(root, config, original.weights_prefix + "embed_tokens.weight", tensors)
     from tokenizers import Tokenizer
 
     try:
@@ -143,8 +153,10 @@ def inspect(root: Path, yes_token: str, no_token: str) -> Source:
         raise ConversionError(f"the yes and no tokens are the same token (id {yes_id})")
     pad_id = config.get("pad_token_id")
     if pad_id is None:  # Qwen3 pads with <|endoftext|>, which its config.json does not say
-        pad_id = _token_id(tokenizer, DEFAULT_PAD_TOKEN, "padding", vocab)
-    return Source(model_type, root, config, shards, index, tensors, head, yes_id, no_id, int(pad_id))
+        pad_id = _token_id(tokenizer, PAD_TOKEN, "padding", vocab)
+    elif type(pad_id) is not int or pad_id < 0:
+        raise ConversionError(f"{root / 'config.json'}: pad_token_id is {short(pad_id)}, not a token id")
+    return Source(original, root, config, shards, index, tensors, head, yes_id, no_id, pad_id)
 
 
 def _to_bfloat16_bits(float32_bits: int) -> int:
@@ -213,7 +225,7 @@ def plan(source: Source) -> Plan:
         weight_map = {name: shard.path.name for name, (shard, _) in kept.items()} | {SCORE: home.path.name}
         index = {**source.index, "metadata": metadata, "weight_map": dict(sorted(weight_map.items()))}
     config = {k: v for k, v in source.config.items() if k not in ORIGINAL_KEYS}
-    config |= {"architectures": [KINDS[source.kind][1]], "num_labels": 1, "pad_token_id": source.pad_id}
+    config |= {"architectures": [source.architecture.seq_cls], "num_labels": 1, "pad_token_id": source.pad_id}
     config |= {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}
     # vLLM's score API joins text_1 and text_2 with the tokenizer's pair template unless this is
     # false (ModelConfig.use_sep_token defaults to true for converted checkpoints).

@@ -12,18 +12,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._checkpoints import PROBE_DOCUMENTS, PROBE_QUERY
 from ..errors import ConversionError
 from ..prompt import format_prompt
 from . import _sentence_transformers as st
-from ._plan import KINDS, ORIGINAL_KEYS, SCORE, Source, is_copied, score
+from ._plan import ORIGINAL_KEYS, SCORE, Source, is_copied, score
 from ._reading import INDEX, decode, read_json, read_shards
 from ._writing import BUFFER
 
 _CODE_INSTRUCTION = "Given a code search query, retrieve code that answers the query"
-#: (query, document, instruction) pairs the forward-pass check scores.
+#: (query, document, instruction) pairs the forward-pass check scores: the probe pair, code, Chinese.
 VERIFY_PAIRS: tuple[tuple[str, str, str | None], ...] = (
-    ("What is the capital of France?", "Paris is the capital and largest city of France.", None),
-    ("What is the capital of France?", "Bananas are rich in potassium.", None),
+    *((PROBE_QUERY, document, None) for document in PROBE_DOCUMENTS),
     ("function that reverses a list", "def reverse(xs):\n    return xs[::-1]\n", _CODE_INSTRUCTION),
     ("什么是机器学习？", "机器学习是人工智能的一个分支，研究计算机如何从数据中学习。", None),  # noqa: RUF001
 )
@@ -115,7 +115,7 @@ def _check_tensors(source: Source, converted: Path, fd: Callable[[Path], int]) -
 def verify_files(source: Source, converted: Path) -> VerificationResult:
     """The converted checkpoint against its source: config, tensors, score, tokenizer and other files."""
     config = read_json(converted / "config.json")
-    wanted = {"architectures": [KINDS[source.kind][1]], "num_labels": 1, "pad_token_id": source.pad_id}
+    wanted = {"architectures": [source.architecture.seq_cls], "num_labels": 1, "pad_token_id": source.pad_id}
     wanted |= {"use_sep_token": False, "tie_word_embeddings": source.tied}
     found = {key: config.get(key, False if key == "tie_word_embeddings" else None) for key in wanted}
     set_here = {*wanted, *ORIGINAL_KEYS, "id2label", "label2id"}
