@@ -2,44 +2,74 @@
 
 Both frameworks build components on pydantic v2, so their settings are one pydantic model
 here (:class:`ClientSettings`, :class:`RerankSettings`) that each adapter class inherits
-next to its framework base. This module needs pydantic, which both adapter distributions
-depend on; the core package itself never imports it.
+next to its framework base; every shared option's default and description are read from
+the core's one table (``client/_options.py``). This module needs pydantic, which both
+adapter distributions depend on; the core package itself never imports it.
 
-Also here: the metadata keys the adapters add, the one rule for which failures
-``on_error="passthrough"`` absorbs and how they are reported, and :func:`returned`,
-which turns a rerank outcome into the documents or nodes an adapter returns.
+Also here: one adapter call (:meth:`RerankSettings._rerank` / ``_arerank``: which failures
+``on_error="passthrough"`` absorbs, and which documents it drops and returns last), and
+:func:`items_to_return`, which turns its outcome into the items an adapter returns, in order.
+
+Which failure is which: a programmer error (a document of the wrong type, a ``page_content``
+of ``None``, an empty query) is :class:`~qwen3_vllm_rerank.InvalidInput` and always raised;
+retrieved data that cannot be scored (an image that cannot be read, is refused or cannot be
+fetched) is :class:`~qwen3_vllm_rerank.UnusableDocuments`: raised with ``on_error="raise"``,
+and with ``"passthrough"`` those documents come back last, unscored, and the others are
+scored; a failed server or transport is any other :class:`~qwen3_vllm_rerank.Qwen3RerankError`:
+raised, or with ``"passthrough"`` the documents come back in retrieval order, unscored.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Self, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Self
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+)
 
-from .client._budget import LongDocuments
-from .client._clients import API_KEY_ENV, BASE_URL_ENV, DEFAULT_TIMEOUT, AsyncRerankClient, RerankClient
-from .client._discovery import FamilyOption, Template
-from .client._results import RerankResult
-from .client._retry import RetryPolicy
-from .errors import InvalidInput, Qwen3RerankError, RerankHTTPError
-from .images import UrlFetcher
+from ._protocol import redact_url
+from .client import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    AsyncRerankClient,
+    FamilyOption,
+    LongDocuments,
+    RerankClient,
+    RerankResult,
+    RetryPolicy,
+    Template,
+)
+from .client._options import option_default, option_doc, option_names
+from .errors import InvalidInput, Qwen3RerankError, RerankHTTPError, UnusableDocuments
+from .images import Content, UrlFetcher
 
 __all__ = [
     "RERANK_ERROR_KEY",
     "TRUNCATED_KEY",
     "WINDOW_KEY",
+    "AdapterInput",
     "ClientSettings",
     "OnError",
-    "Passthrough",
+    "RerankCall",
     "RerankSettings",
-    "passthrough_or_raise",
-    "returned",
+    "Reranked",
+    "ReturnedItem",
+    "Unusable",
+    "items_to_return",
 ]
 
 OnError = Literal["raise", "passthrough"]
@@ -50,11 +80,8 @@ WINDOW_KEY = "window"
 RERANK_ERROR_KEY = "rerank_error"
 
 _MARKER_CHARS = 200
-#: Settings that configure the adapter itself, not the core client.
-_NOT_CLIENT_OPTIONS = frozenset({"http_client", "http_async_client", "top_n", "score_threshold", "on_error"})
-
-Item = TypeVar("Item")
-Out = TypeVar("Out")
+#: A URL written in an error message with ``user:password@`` in it.
+_URL_WITH_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s@]*@\S*")
 
 
 def _base_url_from_env() -> str | None:
@@ -64,6 +91,16 @@ def _base_url_from_env() -> str | None:
 def _api_key_from_env() -> SecretStr | None:
     value = os.environ.get(API_KEY_ENV)
     return SecretStr(value) if value else None
+
+
+def _shared(name: str, **validation: Any) -> Any:
+    """The pydantic field of the shared option ``name``: its default (or ``default_factory``,
+    when given in ``validation``) and its description are the core's (``client/_options.py``);
+    it cannot be reassigned, since the client built from it is cached. ``validation`` adds
+    pydantic's constraints (``gt=0``, ...)."""
+    if "default_factory" not in validation:
+        validation["default"] = option_default(name)
+    return Field(description=option_doc(name), frozen=True, **validation)
 
 
 class _Clients:
@@ -100,141 +137,76 @@ class _Clients:
 
 
 class ClientSettings(BaseModel):
-    """Where the vLLM server is and how to talk to it: the core client's options, as
-    pydantic fields (documented in place), shared by every adapter component.
+    """Where the vLLM server is and how to talk to it: the core client's options as pydantic
+    fields, shared by every adapter component, plus the injected HTTP clients.
 
     The fields cannot be reassigned once the object exists (the client built from them is
-    cached); ``model_copy(update={...})`` makes a variant with its own client.
-
-    Long (~175 lines) because each of its 17 fields carries its documentation in place, as
-    LangChain and LlamaIndex show it; the code is ``client_options`` and the client holder.
+    cached); ``model_copy(update={...})`` makes a variant with its own client. Secrets are
+    never shown or serialised: ``api_key`` is left out of ``repr`` and dumps, a
+    ``user:password@`` in ``base_url`` is redacted there, and ``image_fetcher`` is dumped
+    without its headers (a restored adapter's fetcher has the default ones).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    base_url: str | list[str] | None = Field(
-        default_factory=_base_url_from_env,
-        frozen=True,
-        description="The vLLM server, e.g. http://127.0.0.1:8000, or several replicas (a list, or one "
-        "comma-separated string) that requests are spread over and retried on; "
-        "$QWEN3_VLLM_RERANK_BASE_URL when not given, else http://127.0.0.1:8000.",
-    )
-    model: str | None = Field(
-        default=None,
-        frozen=True,
-        description="The served model name; discovered from the server's /v1/models when not given.",
-    )
-    model_family: FamilyOption = Field(
-        default="auto",
-        frozen=True,
-        description="'auto' reads from the server whether it serves Qwen3-Reranker ('text') or "
-        "Qwen3-VL-Reranker ('vl'), whose prompts differ; naming one raises FamilyMismatchError when "
-        "the server serves the other.",
-    )
-    instruction: str | None = Field(
-        default=None,
-        frozen=True,
-        description="The task instruction in the prompt; the model family's default when not given.",
-    )
-    api_key: SecretStr | None = Field(
-        default_factory=_api_key_from_env,
-        frozen=True,
-        exclude=True,
-        description="Sent as 'Authorization: Bearer'; $QWEN3_VLLM_RERANK_API_KEY when not given. Never "
-        "serialised.",
-    )
-    timeout: float = Field(
-        default=DEFAULT_TIMEOUT,
-        gt=0,
-        frozen=True,
-        description="Seconds for the server to answer one request (connecting: at most 10 s). A request "
-        "that timed out is not sent again: the server is probably still computing it.",
-    )
-    batch_size: int = Field(
-        default=128, gt=0, frozen=True, description="Documents per request; more are split into requests."
-    )
-    max_concurrency: int = Field(
-        default=8,
-        gt=0,
-        frozen=True,
-        description="Most requests in flight at once per client (async), and connections kept per endpoint.",
-    )
-    max_length: int | None = Field(
-        default=None,
-        gt=0,
-        frozen=True,
-        description="Most prompt tokens per pair (template + query + document), below the server's "
-        "max_model_len; the server's limit alone when not given.",
-    )
-    long_documents: LongDocuments = Field(
-        default="truncate",
-        frozen=True,
-        description="A document too long for the budget: 'truncate' scores its head (metadata "
-        "'truncated': True), 'chunk' scores every window and keeps the best (metadata 'window': its "
-        "index, from 0), 'error' raises InvalidInput. The prompt template and the query are never cut.",
-    )
-    tokenizer: str | None = Field(
-        default=None,
-        frozen=True,
-        description="Where tokens are counted when a document may not fit: a checkpoint directory or a "
-        "tokenizer.json path, a hub id, or 'server' (vLLM's /tokenize); by default the served model's "
-        "directory when it is local, else the server. Loaded on first need only.",
-    )
-    template: Template = Field(
-        default="auto",
-        frozen=True,
-        description="Who applies the prompt template: 'auto' detects a server started with "
-        "--chat-template and formats on exactly one side; 'client' / 'server' insist and raise "
-        "TemplateMismatchError if the server disagrees.",
-    )
-    retry: RetryPolicy = Field(
-        default_factory=RetryPolicy,
-        frozen=True,
-        description="Retries of a request that did not reach the model (connection errors, HTTP "
-        "429/500/502/503): tries, deadline, backoff, and the cool-down of a failed replica.",
-    )
-    cache_size: int = Field(
-        default=0,
-        ge=0,
-        frozen=True,
-        description="Entries of an LRU cache of scores keyed by (model, instruction, query, document); 0 "
-        "turns it off. The sync and the async client each keep their own.",
-    )
-    image_fetcher: UrlFetcher | None = Field(
-        default=None,
-        frozen=True,
-        description="The opt-in to http(s):// image URLs in documents: a UrlFetcher (timeout, size "
-        "cap) with which the client fetches them. Without one such a URL raises InvalidInput; the "
-        "server is never asked to fetch anything (retrieved content is attacker-controlled).",
-    )
+    base_url: str | Sequence[str] | None = _shared("base_url", default_factory=_base_url_from_env)
+    model: str | None = _shared("model")
+    model_family: FamilyOption = _shared("model_family")
+    instruction: str | None = _shared("instruction")
+    api_key: SecretStr | None = _shared("api_key", default_factory=_api_key_from_env, exclude=True)
+    timeout: float = _shared("timeout", gt=0)
+    batch_size: int = _shared("batch_size", gt=0)
+    max_concurrency: int = _shared("max_concurrency", gt=0)
+    max_length: int | None = _shared("max_length", gt=0)
+    long_documents: LongDocuments = _shared("long_documents")
+    tokenizer: str | Path | None = _shared("tokenizer")
+    template: Template = _shared("template")
+    retry: RetryPolicy = _shared("retry")
+    cache_size: int = _shared("cache_size", ge=0)
+    image_cache: int = _shared("image_cache", ge=0)
+    image_fetcher: UrlFetcher | None = _shared("image_fetcher")
     http_client: httpx.Client | None = Field(
         default=None,
         exclude=True,
         repr=False,
         frozen=True,
         description="An httpx.Client for the sync path (proxies, certificates, event hooks); the caller "
-        "keeps ownership and closes it.",
+        "keeps ownership and closes it. Never serialised.",
     )
     http_async_client: httpx.AsyncClient | None = Field(
         default=None,
         exclude=True,
         repr=False,
         frozen=True,
-        description="An httpx.AsyncClient for the async path; the caller keeps ownership and closes it.",
+        description="An httpx.AsyncClient for the async path; the caller keeps ownership and closes it. "
+        "Never serialised.",
     )
 
     _clients: _Clients = PrivateAttr(default_factory=_Clients)
 
     def client_options(self) -> dict[str, Any]:
-        """The core client's keyword arguments: every field of :class:`ClientSettings`
-        but the injected HTTP clients (passed separately)."""
-        options = {
-            name: getattr(self, name)
-            for name in ClientSettings.model_fields
-            if name not in _NOT_CLIENT_OPTIONS
-        }
+        """The core client's keyword arguments: every shared option (the injected HTTP
+        clients are passed separately)."""
+        options = {name: getattr(self, name) for name in option_names()}
         options["api_key"] = self.api_key.get_secret_value() if self.api_key is not None else None
         return options
+
+    @field_serializer("base_url")
+    def _dump_base_url(self, base_url: str | Sequence[str] | None) -> str | list[str] | None:
+        if base_url is None or isinstance(base_url, str):
+            return None if base_url is None else redact_url(base_url)
+        return [redact_url(url) for url in base_url]
+
+    @field_serializer("image_fetcher", mode="wrap")
+    def _dump_image_fetcher(self, fetcher: UrlFetcher | None, handler: SerializerFunctionWrapHandler) -> Any:
+        dumped = handler(fetcher)
+        if isinstance(dumped, dict):
+            dumped.pop("headers", None)  # may hold credentials (Authorization for a CDN)
+        return dumped
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (self._dump_base_url(value) if name == "base_url" else value)
 
     @property
     def served_model(self) -> str | None:
@@ -280,83 +252,217 @@ class ClientSettings(BaseModel):
         return super().__deepcopy__(memo)
 
 
-class RerankSettings(ClientSettings):
-    """The settings of a reranking adapter: the client's, plus what to return."""
+@dataclass(frozen=True, slots=True)
+class Unusable:
+    """A retrieved document the adapter itself found unscorable (e.g. an image that is not
+    valid base64), in place of its input; ``reason`` says why, safe to show."""
 
-    top_n: int | None = Field(
-        default=3, ge=1, description="Most items to return; None returns every one passing the threshold."
-    )
-    score_threshold: float | None = Field(
-        default=None,
-        description="Drop items scoring below this relevance (p(yes), in [0, 1]); applied before the "
-        "top_n cut.",
-    )
-    on_error: OnError = Field(
-        default="raise",
-        description="What a failed rerank call does: 'raise' raises the Qwen3RerankError; 'passthrough' logs "
-        "a warning and returns the items in retrieval order cut to top_n (no threshold: there are no "
-        "scores), each a copy marked with 'rerank_error': '<ExceptionClass>: <message>' in its metadata. "
-        "InvalidInput (the caller's bug) is raised either way.",
-    )
+    reason: str
+
+
+#: What an adapter hands to :meth:`RerankSettings._rerank` for each of its documents.
+AdapterInput = str | Content | Unusable
 
 
 @dataclass(frozen=True, slots=True)
-class Passthrough:
-    """A failed rerank call answered with the items in retrieval order.
+class Reranked:
+    """What became of one adapter call's documents (indices are positions in them).
 
-    ``marker`` is ``"<ExceptionClassName>: <short message>"``, stored under
-    :data:`RERANK_ERROR_KEY` on every item returned.
+    ``scored``: the results, best first (``index`` mapped back to the adapter's documents).
+    ``passed_through``: the documents sent to a call that failed, in retrieval order, each
+    to be marked with ``failure``. ``unusable``: index -> marker of the documents that were
+    dropped because they cannot be scored.
     """
 
-    marker: str
+    scored: list[RerankResult] = field(default_factory=list)
+    passed_through: list[int] = field(default_factory=list)
+    failure: str = ""
+    unusable: dict[int, str] = field(default_factory=dict)
 
 
-def passthrough_or_raise(
-    error: Qwen3RerankError, on_error: OnError, *, count: int, logger: logging.Logger
-) -> Passthrough:
-    """Re-raise ``error`` unless ``on_error="passthrough"`` absorbs it; then log a warning.
+class RerankCall:
+    """The bookkeeping of one adapter call on ``documents``: which are sent, which were
+    dropped, and what came back; ``on_error`` decides what a failure does, warnings go to
+    ``logger``. Drive it with :meth:`to_send`, then :meth:`scored` or :meth:`failed`, until
+    :meth:`to_send` says ``None``; then read :meth:`outcome`.
 
-    ``InvalidInput`` is the caller's bug and always raised. The warning names the
-    error class, the endpoint (without credentials) and the HTTP status, never the
-    message itself: a server's error body may quote the query or a document.
+    At most two client calls: the first, and (with ``on_error="passthrough"``) one more
+    without the documents the first reported as :class:`UnusableDocuments`. The client refuses
+    those before it sends anything, so no batch is ever sent twice.
     """
-    if on_error != "passthrough" or isinstance(error, InvalidInput):
-        raise error
-    url = getattr(error, "url", None)
-    where = f" at {_redacted(url)}" if isinstance(url, str) else ""
-    status = f" (HTTP {error.status_code})" if isinstance(error, RerankHTTPError) else ""
-    logger.warning(
-        "reranking %d documents failed with %s%s%s; returning them in retrieval order "
-        "(on_error='passthrough')",
-        count,
-        type(error).__name__,
-        where,
-        status,
+
+    def __init__(self, documents: Sequence[AdapterInput], on_error: OnError, logger: logging.Logger) -> None:
+        self._documents = documents
+        self._on_error = on_error
+        self._logger = logger
+        reasons = {i: d.reason for i, d in enumerate(documents) if isinstance(d, Unusable)}
+        if reasons and on_error != "passthrough":
+            raise UnusableDocuments(reasons)
+        self._unusable: dict[int, str] = {}
+        self._sent = list(range(len(documents)))
+        self._calls_left = 2
+        self._outcome: Reranked | None = None
+        if reasons:
+            self._drop(reasons)
+
+    def to_send(self) -> list[str | Content] | None:
+        """The documents for the next client call, or ``None`` once the outcome is known."""
+        if self._outcome is None and not self._sent:
+            self._outcome = Reranked(unusable=self._unusable)
+        if self._outcome is not None:
+            return None
+        self._calls_left -= 1
+        return [d for d in (self._documents[i] for i in self._sent) if not isinstance(d, Unusable)]
+
+    def scored(self, results: list[RerankResult]) -> None:
+        """The client call succeeded with ``results`` (indices into what was sent)."""
+        self._outcome = Reranked(
+            scored=[_moved(r, self._sent[r.index]) for r in results], unusable=self._unusable
+        )
+
+    def failed(self, error: Qwen3RerankError) -> None:
+        """The client call raised ``error``: re-raised unless ``on_error="passthrough"`` absorbs it
+        (never a programmer's :class:`InvalidInput`); a warning is logged when it does."""
+        if self._on_error != "passthrough":
+            raise error
+        if isinstance(error, UnusableDocuments) and error.reasons:
+            self._drop({self._sent[i]: reason for i, reason in error.reasons.items()})
+            if self._calls_left > 0:
+                return
+            failure = f"{type(error).__name__}: not scored: more documents became unusable on a second try"
+        elif isinstance(error, InvalidInput):
+            raise error
+        else:
+            failure = _marker(error)
+            self._warn_failed(error)
+        self._outcome = Reranked(passed_through=self._sent, failure=failure, unusable=self._unusable)
+
+    def outcome(self) -> Reranked:
+        """What became of the documents (once :meth:`to_send` returned ``None``)."""
+        if self._outcome is None:
+            raise RuntimeError("RerankCall.outcome() before the call finished")  # a bug in an adapter
+        return self._outcome
+
+    def _drop(self, reasons: dict[int, str]) -> None:
+        for index, reason in reasons.items():
+            # Whole: a reason is short and safe to show, and its end says what to do.
+            self._unusable[index] = f"{UnusableDocuments.__name__}: {reason}"
+        self._sent = [i for i in self._sent if i not in self._unusable]
+        self._logger.warning(
+            "%d of %d documents cannot be scored (UnusableDocuments at positions %s); returning them "
+            "last, unscored, with %r in their metadata (on_error='passthrough')",
+            len(reasons),
+            len(self._documents),
+            sorted(reasons),
+            RERANK_ERROR_KEY,
+        )
+
+    def _warn_failed(self, error: Qwen3RerankError) -> None:
+        # The error class, the endpoint (without credentials) and the HTTP status, never the
+        # message itself: a server's error body may quote the query or a document.
+        url = getattr(error, "url", None)
+        where = f" at {redact_url(url)}" if isinstance(url, str) else ""
+        status = f" (HTTP {error.status_code})" if isinstance(error, RerankHTTPError) else ""
+        self._logger.warning(
+            "reranking %d documents failed with %s%s%s; returning them in retrieval order "
+            "(on_error='passthrough')",
+            len(self._sent),
+            type(error).__name__,
+            where,
+            status,
+        )
+
+
+class RerankSettings(ClientSettings):
+    """The settings of a reranking adapter: the client's, plus what to return, and one
+    adapter call on them (:meth:`_rerank` / :meth:`_arerank`)."""
+
+    top_n: int | None = Field(
+        default=3,
+        ge=1,
+        description="Most items to return (scored ones first, then any unscored ones of "
+        "on_error='passthrough'); None returns every one passing the threshold.",
     )
-    return Passthrough(f"{type(error).__name__}: {_short_message(error, url)}")
+    score_threshold: float | None = Field(
+        default=None,
+        description="Drop scored items below this relevance (p(yes), in [0, 1]); applied before the "
+        "top_n cut. Unscored items (on_error='passthrough') have no score to compare.",
+    )
+    on_error: OnError = Field(
+        default="raise",
+        description="What a failure does. 'raise': raise the Qwen3RerankError. 'passthrough': never "
+        "fail the query for the server or for retrieved data. A failed server or transport: log a "
+        "warning and return the items in retrieval order cut to top_n, unscored (no threshold), "
+        "each a copy marked with 'rerank_error': '<ExceptionClass>: <message>' in its metadata. "
+        "Documents that cannot be scored (UnusableDocuments: an image that cannot be read, is "
+        "refused or cannot be fetched): score the others and return those last, unscored, marked "
+        "'rerank_error': 'UnusableDocuments: <reason>'. A programmer error (InvalidInput: a "
+        "document of the wrong type, a text of None, an empty query) is raised either way.",
+    )
+
+    def _rerank(
+        self, query: str | Content, documents: Sequence[AdapterInput], logger: logging.Logger
+    ) -> Reranked:
+        """Rerank ``documents`` on the sync client, as :attr:`on_error` says (warnings to ``logger``)."""
+        call = RerankCall(documents, self.on_error, logger)
+        while (sent := call.to_send()) is not None:
+            try:
+                call.scored(self._get_client().rerank(query, sent))
+            except Qwen3RerankError as error:
+                call.failed(error)
+        return call.outcome()
+
+    async def _arerank(
+        self, query: str | Content, documents: Sequence[AdapterInput], logger: logging.Logger
+    ) -> Reranked:
+        """:meth:`_rerank` on the async client."""
+        call = RerankCall(documents, self.on_error, logger)
+        while (sent := call.to_send()) is not None:
+            try:
+                call.scored(await self._get_async_client().rerank(query, sent))
+            except Qwen3RerankError as error:
+                call.failed(error)
+        return call.outcome()
 
 
-def returned(
-    items: Sequence[Item],
-    outcome: list[RerankResult] | Passthrough,
-    settings: RerankSettings,
-    build: Callable[[Item, float | None, dict[str, object]], Out],
-) -> list[Out]:
-    """What an adapter returns for ``items`` given the rerank ``outcome``.
+@dataclass(frozen=True, slots=True)
+class ReturnedItem:
+    """One item an adapter returns: ``index`` (its position in the adapter's input), its
+    relevance ``score`` (``None`` when not scored), the ``metadata`` to add to its copy, and
+    its ``status``: ``"scored"``, ``"passed_through"`` (its call failed) or ``"unusable"``."""
 
-    Scored: the results (best first) at or above ``score_threshold``, cut to ``top_n``,
-    each built as ``build(item, score, extra)`` with ``extra`` holding ``"truncated"`` /
-    ``"window"`` where they apply. Passed through: the first ``top_n`` items in
-    retrieval order, built with no score and ``extra = {"rerank_error": marker}``.
+    index: int
+    score: float | None
+    metadata: dict[str, object]
+    status: Literal["scored", "passed_through", "unusable"]
+
+
+def items_to_return(outcome: Reranked, settings: RerankSettings) -> list[ReturnedItem]:
+    """The items an adapter returns for ``outcome``, in order, cut to ``settings.top_n``.
+
+    First the scored results (best first) at or above ``score_threshold``, with ``"truncated"``
+    / ``"window"`` where they apply; then the passed-through items in retrieval order, marked
+    with the failure; then the unusable ones in retrieval order, marked with their reason.
     """
-    top_n = settings.top_n
-    if isinstance(outcome, Passthrough):
-        kept_items = items[:top_n] if top_n is not None else items
-        return [build(item, None, {RERANK_ERROR_KEY: outcome.marker}) for item in kept_items]
     threshold = settings.score_threshold
-    kept = [r for r in outcome if threshold is None or r.score >= threshold]
-    kept = kept[:top_n] if top_n is not None else kept
-    return [build(items[r.index], r.score, _result_metadata(r)) for r in kept]
+    items = [
+        ReturnedItem(r.index, r.score, _result_metadata(r), "scored")
+        for r in outcome.scored
+        if threshold is None or r.score >= threshold
+    ]
+    items += [
+        ReturnedItem(i, None, {RERANK_ERROR_KEY: outcome.failure}, "passed_through")
+        for i in outcome.passed_through
+    ]
+    items += [
+        ReturnedItem(i, None, {RERANK_ERROR_KEY: marker}, "unusable")
+        for i, marker in sorted(outcome.unusable.items())
+    ]
+    return items[: settings.top_n] if settings.top_n is not None else items
+
+
+def _moved(result: RerankResult, index: int) -> RerankResult:
+    return RerankResult(index, result.score, result.document, result.truncated, result.window)
 
 
 def _result_metadata(result: RerankResult) -> dict[str, object]:
@@ -368,18 +474,16 @@ def _result_metadata(result: RerankResult) -> dict[str, object]:
     return extra
 
 
-def _short_message(error: Qwen3RerankError, url: object) -> str:
+def _marker(error: Qwen3RerankError) -> str:
+    """``"<ExceptionClassName>: <first line of its message>"``, without credentials, shortened."""
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else ""
+    url = getattr(error, "url", None)
     if isinstance(url, str):
-        text = text.replace(url, _redacted(url))
+        text = text.replace(url, redact_url(url))
+    text = _URL_WITH_USERINFO.sub(lambda match: redact_url(match.group()), text)
+    return _shortened(f"{type(error).__name__}: {text}")
+
+
+def _shortened(text: str) -> str:
     return text if len(text) <= _MARKER_CHARS else text[: _MARKER_CHARS - 3] + "..."
-
-
-def _redacted(url: str) -> str:
-    """``url`` without ``user:password@``."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "<invalid url>"
-    return str(parsed.copy_with(userinfo=b"")) if parsed.userinfo else url

@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 
-from qwen3_vllm_rerank import Content, InvalidInput, Qwen3RerankError, RerankResult
-from qwen3_vllm_rerank.adapters import Passthrough, RerankSettings, passthrough_or_raise, returned
+from qwen3_vllm_rerank import Content, InvalidInput
+from qwen3_vllm_rerank.adapters import RerankSettings, ReturnedItem, items_to_return
 
 __all__ = ["Qwen3VLLMReranker"]
 
@@ -37,7 +36,15 @@ class Qwen3VLLMReranker(RerankSettings, BaseDocumentCompressor):
     Images (served Qwen3-VL-Reranker): a document whose ``metadata["image"]`` holds an image
     (a path, bytes, a PIL image, a ``data:`` URL, a ``qwen3_vllm_rerank.Image``, or a list of
     them) is scored as that image with ``page_content`` as its text; documents without one are
-    scored as text, in the same call. ``http(s)://`` image URLs need ``image_fetcher``.
+    scored as text, in the same call. ``http(s)://`` image URLs need ``image_fetcher``, and
+    ``file://`` URLs a fetcher that opts in to local files (``UrlFetcher(file_roots=...)``).
+
+    Failures (see ``on_error``): a document that is not a ``Document``, a ``page_content``
+    that is not a ``str`` or an image of a type that is not an image always raise
+    ``InvalidInput``. A document whose image cannot be read, is refused or cannot be fetched
+    raises ``UnusableDocuments``; with ``on_error="passthrough"`` it comes back last, without a
+    score, marked ``metadata["rerank_error"] = "UnusableDocuments: <reason>"``, and the others
+    are scored.
 
     Example:
         .. code-block:: python
@@ -55,14 +62,8 @@ class Qwen3VLLMReranker(RerankSettings, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> list[Document]:
         """Documents sorted by relevance to ``query``, filtered and cut; ``[]`` for ``[]``."""
-        texts = _inputs(documents)
-        outcome: list[RerankResult] | Passthrough = []
-        try:
-            if texts:
-                outcome = self._get_client().rerank(query, texts)
-        except Qwen3RerankError as error:
-            outcome = passthrough_or_raise(error, self.on_error, count=len(texts), logger=logger)
-        return returned(documents, outcome, self, _with_score)
+        outcome = self._rerank(query, _inputs(documents), logger)
+        return [_returned(documents[item.index], item) for item in items_to_return(outcome, self)]
 
     async def acompress_documents(
         self,
@@ -71,19 +72,13 @@ class Qwen3VLLMReranker(RerankSettings, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> list[Document]:
         """Async ``compress_documents`` on the async client (batches sent concurrently)."""
-        texts = _inputs(documents)
-        outcome: list[RerankResult] | Passthrough = []
-        try:
-            if texts:
-                outcome = await self._get_async_client().rerank(query, texts)
-        except Qwen3RerankError as error:
-            outcome = passthrough_or_raise(error, self.on_error, count=len(texts), logger=logger)
-        return returned(documents, outcome, self, _with_score)
+        outcome = await self._arerank(query, _inputs(documents), logger)
+        return [_returned(documents[item.index], item) for item in items_to_return(outcome, self)]
 
 
 def _inputs(documents: Sequence[Document]) -> list[str | Content]:
     """What is scored for each document: its text, with its image(s) when it has any;
-    ``InvalidInput`` naming the first document that cannot be scored."""
+    ``InvalidInput`` naming the first document of a wrong type."""
     inputs: list[str | Content] = []
     for i, doc in enumerate(documents):
         if not isinstance(doc, Document):
@@ -105,9 +100,9 @@ def _inputs(documents: Sequence[Document]) -> list[str | Content]:
     return inputs
 
 
-def _with_score(document: Document, score: float | None, extra: dict[str, Any]) -> Document:
+def _returned(document: Document, item: ReturnedItem) -> Document:
     """A copy of ``document`` (same class and id, metadata deep-copied) with the score (when
-    there is one) and ``extra`` added to its metadata."""
-    added = {RELEVANCE_SCORE_KEY: score, **extra} if score is not None else extra
+    there is one) and the item's metadata added to its metadata."""
+    added = {RELEVANCE_SCORE_KEY: item.score, **item.metadata} if item.score is not None else item.metadata
     metadata = {**copy.deepcopy(document.metadata), **added}
     return document.model_copy(update={"metadata": metadata})

@@ -21,6 +21,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from llama_index.core.bridge.pydantic import Field
@@ -31,8 +32,15 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, NodeWithScore, QueryBundle
 from llama_index_instrumentation import get_dispatcher
 
-from qwen3_vllm_rerank import Content, Image, InvalidInput, Qwen3RerankError, RerankResult
-from qwen3_vllm_rerank.adapters import Passthrough, RerankSettings, passthrough_or_raise, returned
+from qwen3_vllm_rerank import Content, Image, InvalidInput
+from qwen3_vllm_rerank.adapters import (
+    AdapterInput,
+    Reranked,
+    RerankSettings,
+    ReturnedItem,
+    Unusable,
+    items_to_return,
+)
 
 __all__ = ["Qwen3VLLMReranker"]
 
@@ -56,10 +64,21 @@ class Qwen3VLLMReranker(RerankSettings, BaseNodePostprocessor):
     embedding model and the LLM. Every option is a documented field
     (``Qwen3VLLMReranker.model_fields``).
 
-    Images (served Qwen3-VL-Reranker): an ``ImageNode`` is scored as its image (``image``,
-    base64; else ``image_path``; else ``image_url``, which needs ``image_fetcher``) with its
-    text; text nodes in the same call are scored as text. A ``QueryBundle`` with an
-    ``image_path`` queries with that image and the query text.
+    Images (served Qwen3-VL-Reranker): an ``ImageNode`` is scored as its image with its text;
+    text nodes in the same call are scored as text. Its image is ``image`` (base64), else
+    ``image_path`` (a local path, always: never read as a URL), else ``image_url`` (a URL,
+    always: ``data:``; ``http(s)://``, which needs ``image_fetcher``; ``file://``, which needs
+    a fetcher that opts in to local files, ``UrlFetcher(file_roots=...)``; anything else is
+    refused, never read as a path). A ``QueryBundle`` with an ``image_path`` queries with that
+    image and the query text.
+
+    Failures (see ``on_error``): an item that is not a ``NodeWithScore``, a node without
+    text, or a missing query always raise ``InvalidInput``. A node whose image cannot be read
+    (bad base64, not an image), is refused or cannot be fetched raises ``UnusableDocuments``
+    (its ``reasons`` are keyed by the node's position, the same as in ``nodes``); with
+    ``on_error="passthrough"`` it comes back last with a score of ``None`` and
+    ``"rerank_error": "UnusableDocuments: <reason>"`` in its metadata, and the others are
+    scored.
 
     The connection fields cannot be reassigned once the object exists (the client built
     from them is cached); use ``model_copy(update={...})`` for a variant. The API key is
@@ -93,14 +112,9 @@ class Qwen3VLLMReranker(RerankSettings, BaseNodePostprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        query, texts = _query_of(query_bundle), self._inputs(nodes)
+        query, inputs = _query_of(query_bundle), self._inputs(nodes)
         with self._reranking_event(nodes, query_bundle) as event:
-            outcome: list[RerankResult] | Passthrough = []
-            try:
-                if texts:
-                    outcome = self._get_client().rerank(query, texts)
-            except Qwen3RerankError as error:
-                outcome = passthrough_or_raise(error, self.on_error, count=len(texts), logger=logger)
+            outcome = self._rerank(query, inputs, logger)
             return self._returned(nodes, outcome, event)
 
     @dispatcher.span
@@ -109,14 +123,9 @@ class Qwen3VLLMReranker(RerankSettings, BaseNodePostprocessor):
         nodes: list[NodeWithScore],
         query_bundle: QueryBundle | None = None,
     ) -> list[NodeWithScore]:
-        query, texts = _query_of(query_bundle), self._inputs(nodes)
+        query, inputs = _query_of(query_bundle), self._inputs(nodes)
         with self._reranking_event(nodes, query_bundle) as event:
-            outcome: list[RerankResult] | Passthrough = []
-            try:
-                if texts:
-                    outcome = await self._get_async_client().rerank(query, texts)
-            except Qwen3RerankError as error:
-                outcome = passthrough_or_raise(error, self.on_error, count=len(texts), logger=logger)
+            outcome = await self._arerank(query, inputs, logger)
             return self._returned(nodes, outcome, event)
 
     # -- events ------------------------------------------------------------------------
@@ -139,20 +148,21 @@ class Qwen3VLLMReranker(RerankSettings, BaseNodePostprocessor):
         return self.callback_manager.event(CBEventType.RERANKING, payload=payload)
 
     def _returned(
-        self, nodes: list[NodeWithScore], outcome: list[RerankResult] | Passthrough, event: EventContext
+        self, nodes: list[NodeWithScore], outcome: Reranked, event: EventContext
     ) -> list[NodeWithScore]:
         """The nodes to return; closes the callback event and emits ``ReRankEndEvent``."""
-        result = returned(nodes, outcome, self, self._rescored)
+        result = [self._rescored(nodes[item.index], item) for item in items_to_return(outcome, self)]
         event.on_end(payload={EventPayload.NODES: result})
         dispatcher.event(ReRankEndEvent(nodes=result))
         return result
 
     # -- mapping nodes onto the client -------------------------------------------------
 
-    def _inputs(self, nodes: Sequence[NodeWithScore]) -> list[str | Content]:
-        """What is scored for each node: its text, with its image for an ``ImageNode``;
-        ``InvalidInput`` naming the first node that cannot be scored."""
-        texts: list[str | Content] = []
+    def _inputs(self, nodes: Sequence[NodeWithScore]) -> list[AdapterInput]:
+        """What is scored for each node: its text, with its image for an ``ImageNode``
+        (:class:`Unusable` when that image cannot be); ``InvalidInput`` naming the first
+        node of a wrong type or without text."""
+        inputs: list[AdapterInput] = []
         for i, item in enumerate(nodes):
             node = item.node if isinstance(item, NodeWithScore) else None
             if not isinstance(node, BaseNode):
@@ -164,17 +174,17 @@ class Qwen3VLLMReranker(RerankSettings, BaseNodePostprocessor):
                 raise InvalidInput(
                     f"nodes[{i}] (id {node.node_id!r}) has no text content: got {type(text).__name__}"
                 )
-            image = _image_of(node, f"nodes[{i}]")
-            texts.append(text if image is None else Content(text, images=[image]))
-        return texts
+            image = _image_of(node) if isinstance(node, ImageNode) else None
+            inputs.append(image if isinstance(image, Unusable) else _content(text, image))
+        return inputs
 
-    def _rescored(
-        self, original: NodeWithScore, score: float | None, extra: dict[str, object]
-    ) -> NodeWithScore:
-        """A new ``NodeWithScore`` (the retrieval score when ``score`` is ``None``); its node is
-        a copy (metadata deep-copied) when metadata is added. The added keys are kept out of
-        the text shown to the embedding model and the LLM, so a returned node reads (and
-        reranks) like the original."""
+    def _rescored(self, original: NodeWithScore, item: ReturnedItem) -> NodeWithScore:
+        """A new ``NodeWithScore``: the relevance when scored, the retrieval score when passed
+        through after a failed call, ``None`` when unusable. Its node is a copy (metadata
+        deep-copied) when metadata is added; the added keys are kept out of the text shown to
+        the embedding model and the LLM, so a returned node reads (and reranks) like the
+        original."""
+        extra = item.metadata
         if self.keep_retrieval_score:
             extra = {RETRIEVAL_SCORE_KEY: original.score, **extra}
         node = original.node
@@ -186,7 +196,8 @@ class Qwen3VLLMReranker(RerankSettings, BaseNodePostprocessor):
                     "excluded_llm_metadata_keys": _with_keys(node.excluded_llm_metadata_keys, extra),
                 }
             )
-        return NodeWithScore(node=node, score=original.score if score is None else score)
+        score = original.score if item.status == "passed_through" else item.score
+        return NodeWithScore(node=node, score=score)
 
 
 def _query_of(query_bundle: QueryBundle | None) -> str | Content:
@@ -196,22 +207,33 @@ def _query_of(query_bundle: QueryBundle | None) -> str | Content:
             "or pass a query_bundle"
         )
     if query_bundle.image_path:
-        return Content(query_bundle.query_str, images=[Image(query_bundle.image_path)])
+        return Content(query_bundle.query_str, images=[Image(Path(query_bundle.image_path))])
     return query_bundle.query_str
 
 
-def _image_of(node: BaseNode, label: str) -> Image | None:
-    """The image of an ``ImageNode`` (``image`` as base64, else ``image_path``, else
-    ``image_url``), or ``None``."""
-    if not isinstance(node, ImageNode):
-        return None
+def _content(text: str, image: Image | None) -> str | Content:
+    return text if image is None else Content(text, images=[image])
+
+
+def _image_of(node: ImageNode) -> Image | Unusable | None:
+    """The image of an ``ImageNode``: ``image`` (base64), else ``image_path`` (always a path,
+    never a URL), else ``image_url`` (always a URL: ``http(s)://`` and ``file://`` need
+    ``image_fetcher``; a bare path there is refused). ``None`` when it has none."""
     if node.image:
         try:
             return Image(base64.b64decode(node.image, validate=True))
-        except (binascii.Error, ValueError) as error:
-            raise InvalidInput(f"{label} (id {node.node_id!r}): its image is not valid base64") from error
-    source = node.image_path or node.image_url
-    return Image(source) if source else None
+        except (binascii.Error, ValueError):
+            return Unusable(f"the image of node {node.node_id!r} is not valid base64")
+    if node.image_path:
+        return Image(Path(node.image_path))
+    if node.image_url:
+        image = Image(node.image_url)
+        if image.kind == "path":
+            return Unusable(
+                f"the image_url of node {node.node_id!r} is not a URL (a local path belongs in image_path)"
+            )
+        return image
+    return None
 
 
 def _with_keys(keys: list[str], added: dict[str, object]) -> list[str]:
