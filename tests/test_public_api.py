@@ -1,6 +1,14 @@
-"""The public API is what users import; changing it must be a decision, not an accident."""
+"""The public API is what users import; changing it must be a decision, not an accident.
+
+Each product's ``__init__`` is its public face: its ``__all__`` is pinned here, and every name in
+it is re-exported from the product's own modules (nothing is defined in an ``__init__``).
+"""
 
 from __future__ import annotations
+
+import importlib
+
+import pytest
 
 import qwen3_vllm_rerank
 from qwen3_vllm_rerank import errors
@@ -26,12 +34,62 @@ EXPECTED = {
     "RetryPolicy",
     "ServerStartError",
     "TemplateMismatchError",
+    "UnusableDocuments",
     "UrlFetcher",
     "VLLMServer",
     "VerificationResult",
     "convert_checkpoint",
     "format_pair",
     "verify_conversion",
+}
+
+#: product -> the names its __init__ exports.
+PRODUCTS = {
+    "qwen3_vllm_rerank.client": {
+        "API_KEY_ENV",
+        "BASE_URL_ENV",
+        "DEFAULT_TIMEOUT",
+        "AsyncRerankClient",
+        "CacheInfo",
+        "FamilyOption",
+        "LongDocuments",
+        "RerankClient",
+        "RerankResult",
+        "RetryPolicy",
+        "Template",
+    },
+    "qwen3_vllm_rerank.images": {
+        "IMAGE_CACHE_BYTES",
+        "Content",
+        "Image",
+        "ImageCacheInfo",
+        "ImageSource",
+        "PreparedImage",
+        "PreparedImageCache",
+        "UrlFetcher",
+        "aprepare_image",
+        "prepare_image",
+        "shared_image_cache",
+    },
+    "qwen3_vllm_rerank.serve": {
+        "CpuInfo",
+        "LaunchPlan",
+        "VLLMServer",
+        "plan_launch",
+        "read_config",
+        "read_cpu_info",
+    },
+    "qwen3_vllm_rerank.convert": {"VerificationResult", "convert_checkpoint", "verify_conversion"},
+    "qwen3_vllm_rerank.testing": {
+        "QWEN3_0_6B_SHAPE",
+        "QWEN3_VL_CHAT_TEMPLATE",
+        "TINY_SHAPE",
+        "FixtureShape",
+        "local_reranker",
+        "make_fixture_checkpoint",
+        "make_vl_fixture_checkpoint",
+        "write_qwen3_tokenizer",
+    },
 }
 
 
@@ -41,9 +99,27 @@ def test_all_is_pinned() -> None:
         assert hasattr(qwen3_vllm_rerank, name)
 
 
+@pytest.mark.parametrize("product", sorted(PRODUCTS))
+def test_each_product_all_is_pinned(product: str) -> None:
+    module = importlib.import_module(product)
+    assert set(module.__all__) <= set(dir(module))
+    assert PRODUCTS[product] <= set(module.__all__), f"{product} lost public names"
+    extra = set(module.__all__) - PRODUCTS[product]
+    assert not extra, f"{product} exports new names {sorted(extra)}: add them here if that is a decision"
+
+
+def test_top_level_names_come_from_the_products() -> None:
+    """One place a public name comes from: the top level re-exports the products' own objects."""
+    for product in PRODUCTS:
+        module = importlib.import_module(product)
+        for name in set(module.__all__) & EXPECTED:
+            assert getattr(qwen3_vllm_rerank, name) is getattr(module, name)
+
+
 def test_every_error_shares_one_root() -> None:
     for name in errors.__all__:
         assert issubclass(getattr(errors, name), errors.Qwen3RerankError)
     assert issubclass(errors.InvalidInput, ValueError)
+    assert issubclass(errors.UnusableDocuments, errors.InvalidInput)
     assert issubclass(errors.RerankTimeoutError, TimeoutError)
     assert issubclass(errors.RerankConnectionError, ConnectionError)

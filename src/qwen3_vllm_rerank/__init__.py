@@ -5,10 +5,15 @@
 ...     results = client.rerank("what is a closure?", ["...", "..."], top_n=3)
 """
 
-from .client._cache import CacheInfo
-from .client._clients import API_KEY_ENV, BASE_URL_ENV, AsyncRerankClient, RerankClient
-from .client._results import RerankResult
-from .client._retry import RetryPolicy
+from .client import (
+    API_KEY_ENV,
+    BASE_URL_ENV,
+    AsyncRerankClient,
+    CacheInfo,
+    RerankClient,
+    RerankResult,
+    RetryPolicy,
+)
 from .convert import VerificationResult, convert_checkpoint, verify_conversion
 from .errors import (
     ConversionError,
@@ -21,9 +26,9 @@ from .errors import (
     RerankTimeoutError,
     ServerStartError,
     TemplateMismatchError,
+    UnusableDocuments,
 )
-from .images._fetching import UrlFetcher
-from .images._sources import Content, Image
+from .images import Content, Image, UrlFetcher
 from .prompt import DEFAULT_INSTRUCTION, format_pair
 from .serve import VLLMServer
 
@@ -48,6 +53,7 @@ __all__ = [
     "RetryPolicy",
     "ServerStartError",
     "TemplateMismatchError",
+    "UnusableDocuments",
     "UrlFetcher",
     "VLLMServer",
     "VerificationResult",
