@@ -9,10 +9,10 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .._protocol import redact_url
 from ..errors import InvalidInput
 from ._addresses import HostRules, normalize_host, parse_address, refused_addresses
 from ._failures import UnusableImage, logger
-from ._sources import redact_url
 
 if TYPE_CHECKING:
     import httpcore

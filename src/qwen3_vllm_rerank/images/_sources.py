@@ -7,18 +7,18 @@ import enum
 import os
 import re
 import sys
-import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
+from .._protocol import redact_url
 from ..errors import InvalidInput
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 
-__all__ = ["Content", "Image", "ImageSource", "SourceKind", "describe", "redact_url", "source_kind"]
+__all__ = ["Content", "Image", "ImageSource", "SourceKind", "describe", "source_kind"]
 
 ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, "PILImage"]
 
@@ -146,24 +146,6 @@ class Content:
         return f"Content(text={text!r}, images={list(self.images)!r})"
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its userinfo, query string and fragment (which may carry secrets:
-    signed URLs, tokens), for messages and logs."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<malformed URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
-    shown = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    if parts.query or parts.fragment:
-        shown += "?..."
-    return shown if len(shown) <= 200 else shown[:200] + "..."
-
-
 def describe(source: object) -> str:
     """A short, safe description of an image source for reprs and messages."""
     if isinstance(source, bytes | bytearray | memoryview):
@@ -173,7 +155,8 @@ def describe(source: object) -> str:
         if kind is SourceKind.DATA_URL:
             return repr(source[:40] + f"...<{len(source)} chars>") if len(source) > 40 else repr(source)
         if kind is SourceKind.URL or kind is SourceKind.FILE_URL:
-            return repr(redact_url(source))
+            shown = redact_url(source)
+            return repr(shown if len(shown) <= 200 else shown[:200] + "...")
         return repr(source if len(source) <= 200 else source[:200] + "...")
     if isinstance(source, os.PathLike):
         return repr(os.fspath(source))
