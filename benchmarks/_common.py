@@ -28,6 +28,7 @@ from typing import Any, Literal
 import httpx
 
 from qwen3_vllm_rerank import VLLMServer
+from qwen3_vllm_rerank._checkpoints import NO_TOKEN_ID, YES_TOKEN_ID
 from qwen3_vllm_rerank.serve import plan_launch, read_config, read_cpu_info
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "Checkpoint",
     "Result",
     "ainterleave",
+    "cache_dir",
     "checkpoint",
     "cli",
     "common_parser",
@@ -61,7 +63,6 @@ logger = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parent.parent
 SERVER_PYTHON_ENV = "QWEN3_VLLM_RERANK_SERVER_PYTHON"
 CACHE_ENV = "QWEN3_VLLM_RERANK_BENCH_CACHE"
-_YES_ID, _NO_ID = 9693, 2152
 
 
 # --------------------------------------------------------------------------- results
@@ -367,7 +368,7 @@ def checkpoint(
         make_fixture_checkpoint(path, shape=fixture_shape, dtype=dtype, tied=True)
         weights_file = path / "model.safetensors"
         weights = load_file(weights_file)
-        rows = torch.tensor([_YES_ID, _NO_ID])
+        rows = torch.tensor([YES_TOKEN_ID, NO_TOKEN_ID])
         # The fixture draws these rows with std 0.5; the final norm's output has norm ~sqrt(width).
         scale = 2.0 / (0.5 * (2 * fixture_shape.hidden_size) ** 0.5)
         weights["model.embed_tokens.weight"][rows] *= scale
@@ -394,19 +395,46 @@ def converted(ckpt: Checkpoint) -> Checkpoint:
     return Checkpoint(path, ckpt.shape, ckpt.dtype)
 
 
-def vl_checkpoint() -> Checkpoint:
-    """The tiny random-weight Qwen3-VL-Reranker fixture (float32), built once."""
-    from qwen3_vllm_rerank.testing import make_vl_fixture_checkpoint
+def vl_checkpoint(
+    *,
+    text_layers: int | None = None,
+    vision_layers: int | None = None,
+    dtype: Literal["float32", "bfloat16"] = "float32",
+) -> Checkpoint:
+    """A random-weight Qwen3-VL-Reranker checkpoint, built once.
 
-    path = cache_dir() / "vl-tiny-float32"
+    Without layer counts, the tiny test fixture; with them, Qwen3-VL-Reranker-2B's widths
+    (``QWEN3_VL_2B_SHAPE``) cut to that many text and vision layers (widths never cut).
+    """
+    from qwen3_vllm_rerank.testing import QWEN3_VL_2B_SHAPE, TINY_VL_SHAPE, make_vl_fixture_checkpoint
+
+    if text_layers is None and vision_layers is None:
+        shape, name = TINY_VL_SHAPE, "vl-tiny"
+    else:
+        shape = QWEN3_VL_2B_SHAPE.with_depth(text_layers=text_layers, vision_layers=vision_layers)
+        name = f"vl-2b-{shape.num_hidden_layers}t{shape.vision_depth}v"
+    path = cache_dir() / f"{name}-{dtype}"
     if not (path / ".complete").exists():
         import shutil
 
         shutil.rmtree(path, ignore_errors=True)
-        logger.info("building the tiny Qwen3-VL checkpoint in %s", path)
-        make_vl_fixture_checkpoint(path)
+        logger.info("building the %s Qwen3-VL checkpoint (%s) in %s", name, dtype, path)
+        if shape == TINY_VL_SHAPE:
+            make_vl_fixture_checkpoint(path, shape=shape, dtype=dtype)
+        else:
+            # In a child process: building holds ~4 bytes per parameter, which this process
+            # would keep from the allocator for the rest of the run (the machine is shared).
+            build = (
+                "import sys\n"
+                "from qwen3_vllm_rerank.testing import QWEN3_VL_2B_SHAPE, make_vl_fixture_checkpoint\n"
+                "text, vision = int(sys.argv[2]), int(sys.argv[3])\n"
+                "shape = QWEN3_VL_2B_SHAPE.with_depth(text_layers=text, vision_layers=vision)\n"
+                "make_vl_fixture_checkpoint(sys.argv[1], shape=shape, dtype=sys.argv[4])\n"
+            )
+            layers = [str(shape.num_hidden_layers), str(shape.vision_depth)]
+            subprocess.run([sys.executable, "-c", build, str(path), *layers, dtype], check=True, timeout=3600)
         (path / ".complete").write_text("")
-    return Checkpoint(path, "vl-tiny", "float32")
+    return Checkpoint(path, name, dtype)
 
 
 # --------------------------------------------------------------------------- servers

@@ -1,4 +1,7 @@
-"""Real images for the multimodal benchmark, from matplotlib's sample data (shipped, offline).
+"""Real images for the multimodal benchmarks, from matplotlib's sample data (shipped, offline).
+
+:func:`page_files` renders document pages (what RAG over PDFs and slides reranks): text in
+columns, headings, and a figure cut from the sources below, at scan sizes.
 
 Six sources: two photographs (Grace Hopper's portrait, a gift box with transparency), a logo,
 an MRI slice, a shaded elevation map and a rendered stock-price chart. :func:`image_files`
@@ -16,7 +19,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["image_files", "sources"]
+__all__ = ["PAGE_SIZES", "image_files", "page_files", "sources"]
+
+#: Typical page renders: a 800x1000 screenshot-like page and an A4 page at 150 dpi.
+PAGE_SIZES = ((800, 1000), (1240, 1754))
 
 
 def _sample(name: str) -> Path:
@@ -105,5 +111,68 @@ def image_files(
         )
         path = directory / f"{seed}-{i:03d}-{name}.{'jpg' if file_format == 'JPEG' else 'png'}"
         crop.save(path, format=file_format, **({"quality": 90} if file_format == "JPEG" else {}))
+        files.append(path)
+    return files
+
+
+def page_files(
+    n: int,
+    seed: int,
+    directory: Path,
+    paragraphs: list[str],
+    *,
+    sizes: tuple[tuple[int, int], ...] = PAGE_SIZES,
+) -> list[Path]:
+    """``n`` rendered pages in ``directory``, the sizes in ``sizes`` in turn, deterministic per ``seed``.
+
+    Each page: a heading, body text from ``paragraphs`` wrapped in one or two columns, and
+    (on most pages) a figure cut from :func:`sources`; PNG like a rendered PDF page, every
+    third one JPEG like a scan.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = random.Random(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i in range(n):
+        width, height = sizes[i % len(sizes)]
+        scale = width / 800
+        page = Image.new("RGB", (width, height), (255, 255, 255))
+        draw = ImageDraw.Draw(page)
+        body = ImageFont.load_default(size=round(15 * scale))
+        heading = ImageFont.load_default(size=round(30 * scale))
+        margin, line = round(60 * scale), round(21 * scale)
+        draw.text(
+            (margin, margin),
+            f"Section {seed}.{i + 1}: {paragraphs[i % len(paragraphs)][:36]}",
+            fill=(20, 20, 60),
+            font=heading,
+        )
+        top = margin + round(60 * scale)
+        if rng.random() < 0.75:
+            figure = sources()[rng.randrange(len(sources()))][1].convert("RGB")
+            box_w = rng.randint(width // 3, width - 2 * margin)
+            box_h = min(round(box_w * figure.height / figure.width), height // 3)
+            page.paste(figure.resize((box_w, box_h), Image.Resampling.BILINEAR), (margin, top))
+            top += box_h + line
+        columns = rng.choice((1, 2))
+        column_w = (width - 2 * margin - (columns - 1) * margin // 2) // columns
+        chars = max(10, int(column_w / (8.2 * scale)))
+        text = " ".join(paragraphs[(i + k) % len(paragraphs)] for k in range(12))
+        words, column, y = text.split(), 0, top
+        while words and column < columns:
+            taken: list[str] = []
+            while words and len(" ".join([*taken, words[0]])) <= chars:
+                taken.append(words.pop(0))
+            if not taken:
+                taken.append(words.pop(0)[:chars])
+            x = margin + column * (column_w + margin // 2)
+            draw.text((x, y), " ".join(taken), fill=(30, 30, 30), font=body)
+            y += line
+            if y > height - margin:
+                column, y = column + 1, top
+        jpeg = i % 3 == 2
+        path = directory / f"page-{seed}-{i:03d}.{'jpg' if jpeg else 'png'}"
+        page.save(path, format="JPEG" if jpeg else "PNG", **({"quality": 85} if jpeg else {}))
         files.append(path)
     return files

@@ -1,7 +1,8 @@
 """Run the benchmarks, write ``benchmarks/results/``, plot throughput, refresh the README section.
 
-Runs client_overhead, concurrency, prefix_cache, vs_transformers and multimodal in turn (each starts
-and stops its own server), writes ``results/<name>.md`` and ``.json`` for each,
+Runs client_overhead, concurrency, prefix_cache, vs_transformers, multimodal and vl_realistic in
+turn (each starts and stops its own server), writes ``results/<name>.md`` and ``.json`` for each
+(and ``results/<name>.png`` for a benchmark with its own ``plot``),
 ``results/throughput.png`` (docs/s and latency of AsyncRerankClient by batch size and
 concurrency), ``results/README.md`` (everything in one page), and replaces the text between
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` in the repository's README.md with a
@@ -22,7 +23,14 @@ from typing import Any
 
 from _common import REPO, Result, md_table, setup_logging
 
-BENCHMARKS = ("client_overhead", "concurrency", "prefix_cache", "vs_transformers", "multimodal")
+BENCHMARKS = (
+    "client_overhead",
+    "concurrency",
+    "prefix_cache",
+    "vs_transformers",
+    "multimodal",
+    "vl_realistic",
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -123,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         result: Result = module.cli(module.run, module.parser(), common)
         result.data["wall_seconds"] = time.perf_counter() - start
         result.save(RESULTS)
+        if hasattr(module, "plot"):  # a benchmark's own figure
+            module.plot(result, RESULTS / f"{name}.png")
 
     # Everything in results/, so that --only refreshes one benchmark and keeps the others.
     results = [Result.load(RESULTS, name) for name in BENCHMARKS if (RESULTS / f"{name}.json").exists()]

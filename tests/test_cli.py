@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import queue
 import re
 import signal
@@ -344,3 +345,32 @@ def test_serve_on_a_network_host_says_which_paths_the_api_key_leaves_open(tmp_pa
     assert warning in result.stderr
     assert "/score, /rerank, /classify, /pooling" in result.stderr
     _one_error_line(result.stderr, "vLLM exited with code 1 while starting")
+
+
+def test_serve_debug_never_shows_the_api_key(tmp_path: Path) -> None:
+    """Regression: ``serve --debug`` logged vLLM's command line with ``--api-key KEY`` in it. Here an
+    interpreter without vLLM makes the start fail at once, after the command was logged; the key comes
+    from the command line, then from $VLLM_API_KEY (which keeps it off the CLI's own command line)."""
+    config = {
+        "architectures": ["Qwen3ForCausalLM"],
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "head_dim": 128,
+        "hidden_size": 128,
+        "max_position_embeddings": 40960,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    secret = "cli-secret-do-not-print"
+    args = ["--port", "0", "--quiet", "--python", sys.executable]
+    flag = _run("serve", "--debug", str(tmp_path), "--api-key", secret, *args, timeout=120)
+    assert "command: " in flag.stderr
+    assert secret not in flag.stdout + flag.stderr
+    assert "readable by every local user" in flag.stderr  # and a hint to use the variable instead
+    env = {**os.environ, "VLLM_API_KEY": secret}
+    variable = subprocess.run(
+        [CLI, "serve", "--debug", str(tmp_path), *args], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert "command: " in variable.stderr
+    assert secret not in variable.stdout + variable.stderr
+    assert "readable by every local user" not in variable.stderr

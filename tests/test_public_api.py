@@ -82,9 +82,12 @@ PRODUCTS = {
     "qwen3_vllm_rerank.convert": {"VerificationResult", "convert_checkpoint", "verify_conversion"},
     "qwen3_vllm_rerank.testing": {
         "QWEN3_0_6B_SHAPE",
+        "QWEN3_VL_2B_SHAPE",
         "QWEN3_VL_CHAT_TEMPLATE",
         "TINY_SHAPE",
+        "TINY_VL_SHAPE",
         "FixtureShape",
+        "VLFixtureShape",
         "local_reranker",
         "make_fixture_checkpoint",
         "make_vl_fixture_checkpoint",

@@ -152,9 +152,20 @@ def _snippet(base_url: str, model: str, api_key: bool) -> str:
     )
 
 
+#: Where ``serve`` reads the server's API key from (vLLM's own variable), off the command line.
+API_KEY_ENV = "VLLM_API_KEY"
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .serve import VLLMServer
 
+    if args.api_key:
+        logger.warning(
+            "--api-key on the command line is readable by every local user (ps, /proc/PID/cmdline): "
+            "set $%s instead",
+            API_KEY_ENV,
+        )
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
     if args.log_file:
         log_file = Path(args.log_file)
     else:
@@ -169,7 +180,7 @@ def _serve(args: argparse.Namespace) -> int:
         extra_args=args.vllm_args,
         startup_timeout=args.startup_timeout,
         max_model_len=args.max_model_len,
-        api_key=args.api_key,
+        api_key=api_key,
         log_file=log_file,
     )
     follower = None if args.quiet else _LogFollower(log_file, sys.stderr)
@@ -184,7 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
             for warning in server.plan.warnings if server.plan else ():
                 print(f"WARNING: {warning}", flush=True)
             print(flush=True)
-            print(_snippet(server.base_url, server.served_model_name, bool(args.api_key)), flush=True)
+            print(_snippet(server.base_url, server.served_model_name, bool(api_key)), flush=True)
             print("Press Ctrl-C to stop.", flush=True)
             process = server.process
             while process is not None and process.poll() is None:
@@ -387,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--api-key",
         help="require this API key on vLLM's /v1, /v2, /inference and /cohere paths (vLLM leaves /score, "
-        "/rerank, /tokenize, /metrics, ... open: on a non-loopback --host, keep the port private)",
+        "/rerank, /tokenize, /metrics, ... open: on a non-loopback --host, keep the port private); "
+        f"default: ${API_KEY_ENV}. Prefer the variable: a command line is readable by every local user. "
+        "vLLM gets the key through its environment, never its command line",
     )
     serve.add_argument(
         "--startup-timeout", type=float, default=600.0, help="seconds to wait for the server (default: 600)"

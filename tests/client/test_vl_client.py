@@ -19,6 +19,7 @@ from qwen3_vllm_rerank import (
     InvalidInput,
     RerankClient,
     TemplateMismatchError,
+    UnusableDocuments,
     UrlFetcher,
 )
 from qwen3_vllm_rerank.prompt import VL_DEFAULT_INSTRUCTION

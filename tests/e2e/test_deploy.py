@@ -1,13 +1,18 @@
 """deploy/kubernetes: the manifests are what they claim to be.
 
-Offline (no server): every object of both variants validates against the Kubernetes API schemas
-bundled by ``kubernetes-validate`` (strict: an unknown field fails), and a broken copy fails too;
-vLLM gets exactly the flags ``plan_launch`` chooses for GPU; the objects refer to each other
-correctly; the proxy's start script refuses a missing or weak key.
+Offline (no server): every object of both variants, of the CPU-autoscaling fallback and of the
+Prometheus Adapter rule validates against the Kubernetes API schemas bundled by
+``kubernetes-validate`` (strict: an unknown field fails), and a broken copy fails too; vLLM gets
+exactly the flags ``plan_launch`` chooses for GPU; the objects refer to each other correctly (the
+autoscaler asks for the metric the adapter rule serves); the README's examples validate, or, for
+the kinds no bundled schema covers (KEDA, Prometheus Operator, Helm values), agree with the
+manifests; the proxy's start script refuses a missing or weak key.
 
-Against a real vLLM server: the api-key variant's proxy, taken from the manifests and run with
-Debian's nginx, refuses every path vLLM serves without the key (not only the ``/v1`` ones vLLM's
-own ``--api-key`` guards), leaves only ``GET /health`` open, and passes everything with the key.
+Against a real vLLM server: the series the adapter rule reads is a gauge vLLM exposes on
+``/metrics``, and each document of a score call is one vLLM request; the api-key variant's proxy,
+taken from the manifests and run with Debian's nginx, refuses every path vLLM serves without the
+key (not only the ``/v1`` ones vLLM's own ``--api-key`` guards), leaves only ``GET /health`` open,
+and passes everything with the key.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import yaml
 from qwen3_vllm_rerank import RerankClient, RerankHTTPError
 from qwen3_vllm_rerank.serve import plan_launch
 from qwen3_vllm_rerank.serve._plan import UNGUARDED_PATHS
+from tests.serve.published_configs import PUBLISHED_CONFIGS
 from tests.support.fixtures import Served
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
@@ -46,43 +52,18 @@ K8S_VERSIONS = ("1.28", kubernetes_validate.latest_version())
 
 #: The fields of Qwen/Qwen3-Reranker-{0.6B,4B,8B}/config.json that plan_launch reads.
 QWEN3_RERANKER_CONFIGS: dict[str, dict[str, Any]] = {
-    "0.6B": {
-        "architectures": ["Qwen3ForCausalLM"],
-        "hidden_size": 1024,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 16,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "max_position_embeddings": 40960,
-        "torch_dtype": "bfloat16",
-        "tie_word_embeddings": True,
-    },
-    "4B": {
-        "architectures": ["Qwen3ForCausalLM"],
-        "hidden_size": 2560,
-        "num_hidden_layers": 36,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "max_position_embeddings": 40960,
-        "torch_dtype": "bfloat16",
-        "tie_word_embeddings": True,
-    },
-    "8B": {
-        "architectures": ["Qwen3ForCausalLM"],
-        "hidden_size": 4096,
-        "num_hidden_layers": 36,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "max_position_embeddings": 40960,
-        "torch_dtype": "bfloat16",
-        "tie_word_embeddings": False,
-    },
+    size: PUBLISHED_CONFIGS[size] for size in ("0.6B", "4B", "8B")
 }
 DEFAULT_MODEL = "Qwen/Qwen3-Reranker-0.6B"
 VLLM_PORT = "8000"
 SECRET = {"name": "qwen3-reranker-api-key", "key": "api-key"}
+KUSTOMIZATION = ("kustomize.config.k8s.io/v1beta1", "Kustomization")
+COMPONENT = ("kustomize.config.k8s.io/v1alpha1", "Component")
+#: The fallback for clusters without custom metrics, and the adapter rule the default needs.
+CPU_FALLBACK = DEPLOY / "components" / "cpu-autoscaling"
+ADAPTER = DEPLOY / "prometheus-adapter"
+#: Where the README's example kustomizations sit (a directory of the user's, beside the variants).
+USER_OVERLAY = DEPLOY / "my-reranker"
 
 Manifest = dict[str, Any]
 
@@ -95,20 +76,72 @@ def kustomization(directory: Path) -> Manifest:
     return data
 
 
-def render(directory: Path) -> list[Manifest]:
-    """The objects ``kubectl apply -k directory`` creates.
+#: What render() implements of kustomize: all that the kustomizations here (and the README's) use.
+KUSTOMIZE_FIELDS = {"apiVersion", "kind", "resources", "components", "patches"}
 
-    The kustomizations here only list resources (``test_kustomizations_only_list_resources``),
-    so rendering one is reading what it lists, directories recursively.
+
+def render(directory: Path, data: Manifest | None = None) -> list[Manifest]:
+    """The objects ``kubectl apply -k directory`` creates (``data``: its kustomization.yaml, read
+    from the directory unless given).
+
+    What kustomize does with what these kustomizations use: the listed resources (directories
+    recursively), then each component's resources and patches, then the kustomization's own patches.
+    A patch is a strategic merge of an autoscaler by kind and name: maps merge, lists are replaced
+    whole (the HPA's ``metrics`` list is atomic in the Kubernetes API, and kustomize replaces it;
+    checked with kustomize 5.5), ``$patch: delete`` removes the object. Anything else fails here
+    rather than being rendered wrongly.
     """
-    objects: list[Manifest] = []
-    for entry in kustomization(directory)["resources"]:
-        path = directory / entry
+    data = kustomization(directory) if data is None else data
+    return _build(directory, data, [])
+
+
+def _build(directory: Path, data: Manifest, objects: list[Manifest]) -> list[Manifest]:
+    unknown = set(data) - KUSTOMIZE_FIELDS
+    if unknown:
+        raise AssertionError(f"{directory}: render() does not implement {sorted(unknown)}")
+    objects = list(objects)
+    for entry in data.get("resources", []):
+        path = _within(directory, entry)
         if path.is_dir():
             objects += render(path)
         else:
             objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    for entry in data.get("components", []):
+        component = kustomization(_within(directory, entry))
+        assert (component["apiVersion"], component["kind"]) == COMPONENT, entry
+        objects = _build(_within(directory, entry), component, objects)
+    for patch in data.get("patches", []):
+        if set(patch) == {"path"}:
+            (document,) = [d for d in yaml.safe_load_all((directory / patch["path"]).read_text()) if d]
+        elif set(patch) == {"patch"}:
+            document = yaml.safe_load(patch["patch"])
+        else:
+            raise AssertionError(f"{directory}: render() does not implement the patch {patch}")
+        objects = _patched(objects, document)
     return objects
+
+
+def _within(directory: Path, entry: str) -> Path:
+    """``directory / entry`` with ``..`` resolved as kustomize does, by name (``directory`` itself
+    need not exist: the README's example overlays are rendered from where they would sit)."""
+    return Path(os.path.normpath(directory / entry))
+
+
+def _patched(objects: list[Manifest], patch: Manifest) -> list[Manifest]:
+    assert patch["kind"] == "HorizontalPodAutoscaler", "render() patches autoscalers only"
+    key = (patch["apiVersion"], patch["kind"], patch["metadata"]["name"])
+    (target,) = [
+        i for i, o in enumerate(objects) if (o["apiVersion"], o["kind"], o["metadata"]["name"]) == key
+    ]
+    if patch.get("$patch") == "delete":
+        return objects[:target] + objects[target + 1 :]
+    return [*objects[:target], _merged(objects[target], patch), *objects[target + 1 :]]
+
+
+def _merged(base: Any, patch: Any) -> Any:
+    if isinstance(base, dict) and isinstance(patch, dict):
+        return {**base, **{k: _merged(base.get(k), v) for k, v in patch.items()}}
+    return copy.deepcopy(patch)
 
 
 def find(objects: list[Manifest], kind: str) -> Manifest:
@@ -151,29 +184,138 @@ def validate(obj: Manifest, version: str) -> None:
 
 
 def test_kustomizations_only_list_resources() -> None:
-    directories = sorted(p.parent for p in DEPLOY.glob("*/kustomization.yaml"))
-    assert [d.name for d in directories] == sorted(["base", *VARIANTS])
-    for directory in directories:
+    """The variants, base and the adapter rule only list plain files: what render() reads is what
+    ``kubectl apply -k`` applies. The one component only patches the autoscaler's metrics."""
+    found = sorted(p.parent for p in DEPLOY.rglob("kustomization.yaml"))
+    assert found == sorted([DEPLOY / "base", ADAPTER, CPU_FALLBACK, *(DEPLOY / v for v in VARIANTS)])
+    for directory in found:
         data = kustomization(directory)
-        # Nothing kustomize would transform: what render() reads is what kubectl applies.
-        assert set(data) == {"apiVersion", "kind", "resources"}, directory
-        assert (data["apiVersion"], data["kind"]) == ("kustomize.config.k8s.io/v1beta1", "Kustomization")
-        for entry in data["resources"]:
+        listed = data.get("resources", []) + [p["path"] for p in data.get("patches", [])]
+        if directory == CPU_FALLBACK:
+            assert (data["apiVersion"], data["kind"]) == COMPONENT
+            assert set(data) == {"apiVersion", "kind", "patches"}
+            (patch,) = [d for d in yaml.safe_load_all((directory / listed[0]).read_text()) if d]
+            assert set(patch) == {"apiVersion", "kind", "metadata", "spec"}
+            assert set(patch["spec"]) == {"metrics"}  # a list kustomize replaces whole
+        else:
+            assert (data["apiVersion"], data["kind"]) == KUSTOMIZATION
+            assert set(data) == {"apiVersion", "kind", "resources"}, directory
+        for entry in listed:
             assert (directory / entry).exists(), f"{directory}/kustomization.yaml lists a missing {entry}"
         files = {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
-        assert files == {e for e in data["resources"] if not e.startswith("..")}, "a manifest is not listed"
+        assert files == {e for e in listed if not e.startswith("..")}, "a manifest is not listed"
+
+
+def cpu_overlay(variant: str) -> Manifest:
+    """A kustomization of the user's adding the CPU-autoscaling component to a variant (README)."""
+    return {
+        "apiVersion": KUSTOMIZATION[0],
+        "kind": KUSTOMIZATION[1],
+        "resources": [f"../{variant}"],
+        "components": ["../components/cpu-autoscaling"],
+    }
+
+
+def cpu_fallback(variant: str) -> list[Manifest]:
+    return render(USER_OVERLAY, cpu_overlay(variant))
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_object_validates_against_the_kubernetes_schemas(variant: str, version: str) -> None:
-    objects = render(DEPLOY / variant)
-    for obj in objects:
-        validate(obj, version)
-    names = [(o["kind"], o["metadata"]["name"]) for o in objects]
-    assert len(names) == len(set(names)), names
-    expected = {"Deployment", "Service", "NetworkPolicy", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
-    assert {kind for kind, _ in names} == expected | ({"ConfigMap"} if variant == "api-key" else set())
+    for objects in (render(DEPLOY / variant), cpu_fallback(variant)):
+        for obj in objects:
+            validate(obj, version)
+        names = [(o["kind"], o["metadata"]["name"]) for o in objects]
+        assert len(names) == len(set(names)), names
+        expected = {
+            "Deployment",
+            "Service",
+            "NetworkPolicy",
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+        }
+        assert {kind for kind, _ in names} == expected | ({"ConfigMap"} if variant == "api-key" else set())
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_adapter_rule_validates(version: str) -> None:
+    (config_map,) = render(ADAPTER)
+    validate(config_map, version)
+    assert "namespace" not in config_map["metadata"]  # applied with -n <the adapter's namespace>
+    assert set(config_map["data"]) == {"config.yaml"}  # the key the adapter's Helm chart mounts
+
+
+def autoscaler_metric(objects: list[Manifest]) -> Manifest:
+    (metric,) = find(objects, "HorizontalPodAutoscaler")["spec"]["metrics"]
+    return metric  # type: ignore[no-any-return]
+
+
+def adapter_rule() -> Manifest:
+    (config_map,) = render(ADAPTER)
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert set(config) == {"rules"}  # no resource or external rules: the HPA needs custom metrics only
+    (rule,) = config["rules"]
+    return rule  # type: ignore[no-any-return]
+
+
+def series_query(rule: Manifest) -> tuple[str, dict[str, tuple[str, str]]]:
+    """The metric name and the label matchers (label -> (operator, value)) of ``seriesQuery``."""
+    found = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}", rule["seriesQuery"])
+    assert found, rule["seriesQuery"]
+    matchers = re.findall(r'\s*([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)"\s*(?:,|$)', found[2])
+    assert ",".join(m[0] + m[1] + f'"{m[2]}"' for m in matchers) == found[2].replace(" ", "")
+    return found[1], {label: (op, value) for label, op, value in matchers}
+
+
+def test_the_autoscaler_scales_on_the_adapter_rule_metric() -> None:
+    """The default autoscaler asks for the custom metric the adapter rule serves: vLLM's waiting
+    requests, per pod, summed over the pod's engines and models."""
+    rule = adapter_rule()
+    name, matchers = series_query(rule)
+    assert name == "vllm:num_requests_waiting"
+    # Only series Prometheus labelled with their pod, mapped to the pod and its namespace.
+    overrides = rule["resources"]["overrides"]
+    assert overrides == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    assert matchers == {label: ("!=", "") for label in overrides}
+    assert re.search(rule["name"]["matches"], name)
+    served_as = rule["name"]["as"]
+    # A literal name (no $1 of the match), and one the custom metrics API can serve (no colon).
+    assert re.fullmatch(r"[a-z0-9_]+", served_as), served_as
+    assert rule["metricsQuery"] == "sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)"
+    for variant in VARIANTS:
+        metric = autoscaler_metric(render(DEPLOY / variant))
+        assert metric["type"] == "Pods"
+        assert metric["pods"]["metric"] == {"name": served_as}
+        assert metric["pods"]["target"]["type"] == "AverageValue"
+        assert int(metric["pods"]["target"]["averageValue"]) >= 1
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_cpu_fallback_changes_only_the_autoscaler_metric(variant: str) -> None:
+    default, fallback = render(DEPLOY / variant), cpu_fallback(variant)
+    assert autoscaler_metric(fallback) == {
+        "type": "Resource",
+        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}},
+    }
+    for objects in (default, fallback):
+        find(objects, "HorizontalPodAutoscaler")["spec"].pop("metrics")
+    assert fallback == default
+
+
+def test_render_applies_patches_as_kustomize_does() -> None:
+    """render()'s kustomize subset: a component's patch replaces the metrics list whole (two
+    metrics become one), and ``$patch: delete`` removes the autoscaler."""
+    hpa = find(render(DEPLOY / "no-key"), "HorizontalPodAutoscaler")
+    two = copy.deepcopy(hpa)
+    two["spec"]["metrics"] *= 2
+    (patch,) = [d for d in yaml.safe_load_all((CPU_FALLBACK / "scaling.yaml").read_text()) if d]
+    assert _patched([two], patch)[0]["spec"]["metrics"] == patch["spec"]["metrics"]
+    assert _patched([two], patch)[0]["spec"]["behavior"] == hpa["spec"]["behavior"]
+    deletion = {**{k: patch[k] for k in ("apiVersion", "kind", "metadata")}, "$patch": "delete"}
+    assert _patched([two], deletion) == []
+    with pytest.raises(AssertionError, match="does not implement"):
+        render(USER_OVERLAY, {**cpu_overlay("no-key"), "namePrefix": "x-"})
 
 
 def _rename(c: Manifest, old: str, new: str) -> None:
@@ -220,14 +362,83 @@ def test_a_removed_api_version_fails_validation() -> None:
         kubernetes_validate.validate(hpa, K8S_VERSIONS[0], strict=True)
 
 
-def test_the_readme_examples_validate() -> None:
+def readme_examples() -> list[Manifest]:
     text = (DEPLOY / "README.md").read_text()
     blocks = re.findall(r"```yaml\n(.*?)```", text, flags=re.DOTALL)
-    assert blocks
-    for block in blocks:
-        for obj in (doc for doc in yaml.safe_load_all(block) if doc):
+    return [doc for block in blocks for doc in yaml.safe_load_all(block) if doc]
+
+
+def test_the_readme_examples_validate() -> None:
+    """Each YAML example of the README is checked: Kubernetes objects against the schemas, example
+    kustomizations by rendering them (every object validates, one autoscaler at most), and the
+    kinds no bundled schema covers against the manifests they must agree with."""
+    examples = readme_examples()
+    checks: dict[str, Callable[[Manifest], None]] = {
+        "Kustomization": _check_overlay,
+        "ScaledObject": _check_scaled_object,
+        "PodMonitor": _check_pod_monitor,
+        "Helm values": _check_helm_values,
+    }
+    seen = []
+    for example in examples:
+        kind = example.get("kind", "Helm values")
+        seen.append(kind)
+        if kind in checks:
+            checks[kind](example)
+        else:
             for version in K8S_VERSIONS:
-                validate(obj, version)
+                validate(example, version)
+            if kind == "NetworkPolicy":  # an extra policy for the reranker's pods, on their port
+                labels = find(render(DEPLOY / "api-key"), "Deployment")["spec"]["template"]["metadata"][
+                    "labels"
+                ]
+                assert matches(example["spec"]["podSelector"]["matchLabels"], labels)
+                assert [p["port"] for r in example["spec"]["ingress"] for p in r["ports"]] == ["http"]
+    assert set(checks) <= set(seen), "the README shows each kind of example"
+
+
+def _check_overlay(overlay: Manifest) -> None:
+    objects = render(USER_OVERLAY, overlay)
+    for obj in objects:
+        for version in K8S_VERSIONS:
+            validate(obj, version)
+    assert len([o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]) <= 1
+
+
+def _check_scaled_object(scaled: Manifest) -> None:
+    """KEDA's ScaledObject (no schema here: described, not shipped) scales the same Deployment,
+    within the same bounds, on the same vLLM series and per-replica target as the default HPA."""
+    objects = render(DEPLOY / "api-key")
+    hpa = find(objects, "HorizontalPodAutoscaler")["spec"]
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"] == {"name": find(objects, "Deployment")["metadata"]["name"]}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (hpa["minReplicas"], hpa["maxReplicas"])
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "prometheus"
+    metadata = trigger["metadata"]
+    name, _ = series_query(adapter_rule())
+    assert re.fullmatch(rf"sum\({re.escape(name)}\{{.+\}}\)", metadata["query"]), metadata["query"]
+    assert metadata["threshold"] == autoscaler_metric(objects)["pods"]["target"]["averageValue"]
+    assert metadata.get("metricType", "AverageValue") == "AverageValue"
+    assert spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"] == hpa["behavior"]
+
+
+def _check_pod_monitor(monitor: Manifest) -> None:
+    """The Prometheus Operator's PodMonitor scrapes the api-key variant's serving port with the key."""
+    objects = render(DEPLOY / "api-key")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    labels = find(objects, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"] == labels
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == container(objects, "proxy")["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["authorization"] == {"type": "Bearer", "credentials": SECRET}
+
+
+def _check_helm_values(values: Manifest) -> None:
+    """Helm users put the same rule in the chart's ``rules.custom``."""
+    assert values == {"rules": {"custom": [adapter_rule()]}}
 
 
 # --- offline: the flags and the wiring ------------------------------------------------------
@@ -241,26 +452,73 @@ def test_vllm_gets_the_flags_vllm_server_chooses_on_gpu(variant: str) -> None:
     # VLLMServer.command(): the api_server module, --model, --host, --port, then the plan.
     assert vllm["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     assert vllm["args"] == ["--model", "$(MODEL)", "--host", host, "--port", VLLM_PORT, *plan.args]
-    assert plan.env == {}  # nothing to set in the environment on GPU
+    for name, value in plan.env.items():  # whatever the plan sets in the environment, the pod sets too
+        assert env_value(vllm, name) == value, name
     assert plan.kind == "original"
-    assert flag(plan.args, "--max-model-len") == "8192"
+    assert "--disable-log-stats" not in vllm["args"]  # it removes the metrics the autoscaler reads
     assert env_value(vllm, "MODEL") == DEFAULT_MODEL
     assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
-def test_the_model_is_the_one_value_to_change() -> None:
-    """The 4B and 8B get the 0.6B's flags; a converted checkpoint the same minus --hf-overrides
-    (what the manifests' comments and README say)."""
+def _readme_model_table() -> dict[str, str]:
+    """The README's table of checkpoints: checkpoint cell -> change cell."""
+    text = (DEPLOY / "README.md").read_text()
+    (table,) = re.findall(r"\| checkpoint \| change \|.*?\n\n", text, re.DOTALL)
+    rows = [line.split("|")[1:-1] for line in table.strip().splitlines()[2:]]
+    return {cells[0].strip(): cells[1].strip() for cells in rows}
+
+
+def test_the_model_and_its_kv_cache_are_the_values_to_change() -> None:
+    """The 4B and 8B get the 0.6B's flags but a larger KV cache (36 layers, not 28), the value the
+    README's table gives; a converted checkpoint the same minus --hf-overrides (what the manifests'
+    comments and README say)."""
     args = plan_launch(QWEN3_RERANKER_CONFIGS["0.6B"], cpu=False).args
+    table = _readme_model_table()
+    kv = args.index("--kv-cache-memory-bytes") + 1
     for size in ("4B", "8B"):
-        assert plan_launch(QWEN3_RERANKER_CONFIGS[size], cpu=False).args == args
+        bigger = plan_launch(QWEN3_RERANKER_CONFIGS[size], cpu=False).args
+        assert bigger[:kv] + bigger[kv + 1 :] == args[:kv] + args[kv + 1 :]
+        (change,) = [c for name, c in table.items() if f"-{size}`" in name]
+        assert f"`--kv-cache-memory-bytes {bigger[kv]}`" in change, (size, change)
+    (same,) = [c for name, c in table.items() if "0.6B" in name]
+    assert same == "`MODEL` only"
     converted = {
         **QWEN3_RERANKER_CONFIGS["8B"],
         "architectures": ["Qwen3ForSequenceClassification"],
         "num_labels": 1,
     }
     i = args.index("--hf-overrides")
-    assert plan_launch(converted, cpu=False).args == args[:i] + args[i + 2 :]
+    expected = plan_launch(QWEN3_RERANKER_CONFIGS["8B"], cpu=False).args
+    assert plan_launch(converted, cpu=False).args == expected[:i] + expected[i + 2 :]
+
+
+def test_the_readme_states_what_each_checkpoint_holds() -> None:
+    """The table's GPU memory column is the plan's total for each size, in GiB as the plan says it."""
+    table = (DEPLOY / "README.md").read_text()
+    for size, config in QWEN3_RERANKER_CONFIGS.items():
+        (note,) = [n for n in plan_launch(config, cpu=False).notes if n.startswith("GPU memory ")]
+        total = note.split(" = ")[0].removeprefix("GPU memory ")
+        assert re.search(rf"\| `Qwen/Qwen3-Reranker-{re.escape(size)}`.*\| {re.escape(total)} \(", table), (
+            size,
+            total,
+        )
+
+
+def test_the_readme_states_the_flags_of_the_plan() -> None:
+    """The README's sentence listing vLLM's flags names every flag of the GPU plan, with the values
+    it states: when the plan changes (e.g. how much GPU memory vLLM may take), this fails until the
+    README and the manifests say the same."""
+    text = (DEPLOY / "README.md").read_text()
+    (sentence,) = re.findall(
+        r"The flags are those `VLLMServer` uses on a GPU machine:(.*?)\n\n", text, re.DOTALL
+    )
+    stated = dict(re.findall(r"`(--[a-z0-9-]+)(?: ([^`]+))?`", sentence))
+    args = plan_launch(QWEN3_RERANKER_CONFIGS["0.6B"], cpu=False).args
+    planned = [a for a in args if a.startswith("--")]
+    assert sorted(stated) == sorted(planned)
+    for name, value in stated.items():
+        if value:
+            assert flag(args, name) == value, name
 
 
 def test_both_variants_run_the_same_vllm() -> None:
@@ -299,13 +557,16 @@ def test_the_objects_fit_together(variant: str) -> None:
         "name": deployment["metadata"]["name"],
     }
     assert hpa["spec"]["minReplicas"] >= 2  # so the PodDisruptionBudget below leaves one serving
+    # The metric the autoscaler reads comes from vLLM's /metrics on the serving port, which is
+    # where Prometheus scrapes (the README's PodMonitor, test_the_readme_examples_validate).
+    assert autoscaler_metric(objects)["pods"]["metric"]["name"] == adapter_rule()["name"]["as"]
     pdb = find(objects, "PodDisruptionBudget")
     assert matches(pdb["spec"]["selector"]["matchLabels"], labels)
     assert pdb["spec"]["maxUnavailable"] == 1
     policy = find(objects, "NetworkPolicy")
     assert matches(policy["spec"]["podSelector"]["matchLabels"], labels)
     assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == [port["targetPort"]]
-    # The autoscaler's CPU utilisation needs CPU requests on every container.
+    # The CPU fallback's utilisation needs CPU requests on every container.
     assert all("cpu" in c["resources"]["requests"] for c in pod_spec(objects)["containers"])
 
 
@@ -334,6 +595,53 @@ def test_the_api_key_variant_opens_only_the_proxy() -> None:
     assert volumes[run_volume]["emptyDir"]["medium"] == "Memory"
     assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
     assert set(config_map["data"]) == {"start.sh", "nginx.conf"}
+
+
+# --- against a real vLLM server: the metric the autoscaler reads -------------------------------
+
+
+def exposition(served: Served) -> tuple[dict[str, str], list[tuple[str, dict[str, str], float]]]:
+    """vLLM's ``/metrics``: the declared type of each metric, and every sample (name, labels, value)."""
+    text = httpx.get(f"{served.base_url}/metrics", timeout=30).raise_for_status().text
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    samples = []
+    for name, labels, value in re.findall(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$", text, re.M):
+        pairs = dict(re.findall(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"', labels))
+        samples.append((name, pairs, float(value)))
+    return types, samples
+
+
+def test_the_adapter_rule_reads_a_gauge_vllm_exposes(served: Served) -> None:
+    """The series named in the adapter rule's seriesQuery is on a real vLLM server's /metrics, as a
+    gauge (a level the autoscaler averages, not a counter it would have to rate), one per engine
+    and model. Its ``namespace`` and ``pod`` labels are Prometheus's, added when it scrapes the pod:
+    vLLM must not set them itself (Prometheus would rename them ``exported_*`` and the rule would
+    read the wrong ones)."""
+    name, matchers = series_query(adapter_rule())
+    types, samples = exposition(served)
+    assert types.get(name) == "gauge", (name, types.get(name))
+    series = [labels for sample, labels, _ in samples if sample == name]
+    assert series, f"{name} has no sample"
+    for labels in series:
+        assert not set(matchers) & set(labels), labels
+        assert labels["model_name"] == served.model
+        assert "engine" in labels  # summed away by the rule's metricsQuery (one value per pod)
+
+
+def test_each_document_of_a_score_call_is_one_vllm_request(served: Served) -> None:
+    """What the target counts: vLLM finishes one request per document of a score call, so its
+    queue gauge counts documents, not HTTP calls (README.md, "Scaling")."""
+
+    def finished() -> float:
+        _, samples = exposition(served)
+        return sum(v for n, _, v in samples if n == "vllm:request_success_total")
+
+    documents = [f"document {i} about closures" for i in range(7)]
+    with RerankClient(served.base_url, batch_size=len(documents)) as client:
+        client.score("a first call", ["learns the server (its own probe is a request too)"])
+        before = finished()
+        assert len(client.score("what is a closure?", documents)) == len(documents)
+        assert finished() - before == len(documents)
 
 
 # --- the proxy --------------------------------------------------------------------------------

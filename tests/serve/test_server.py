@@ -24,17 +24,17 @@ import pytest
 from qwen3_vllm_rerank import RerankClient, ServerStartError, VLLMServer
 from qwen3_vllm_rerank.serve._cpu import choose_dtype, read_cpu_info
 from qwen3_vllm_rerank.serve._plan import (
-    GUARDED_PATH_PREFIXES,
     ORIGINAL_OVERRIDES,
     UNGUARDED_PATHS,
     VL_ORIGINAL_OVERRIDES,
-    checkpoint_kind,
+    identify_checkpoint,
     plan_launch,
 )
 from qwen3_vllm_rerank.serve._process import EXEC_WITH_PARENT_DEATH_SIGNAL, PARENT_GONE_EXIT_CODE, spawn
 from qwen3_vllm_rerank.serve._self_check import check_image_scores
 from qwen3_vllm_rerank.testing import make_fixture_checkpoint
-from tests.support.fixtures import Checkpoints, Served
+from tests.serve.exposure_checks import assert_exactly_the_listed_paths_are_open
+from tests.support.fixtures import Checkpoints, Served, ServerPool
 from tests.support.processes import descendants, read_alive
 from tests.support.serving import TEST_API_KEY
 
@@ -92,7 +92,7 @@ def test_user_max_model_len_wins() -> None:
 
 def test_not_a_reranker_is_refused() -> None:
     with pytest.raises(ServerStartError, match="not a Qwen3-Reranker checkpoint"):
-        checkpoint_kind({"architectures": ["LlamaForCausalLM"]})
+        identify_checkpoint({"architectures": ["LlamaForCausalLM"]})
 
 
 def test_running_server_binds_loopback_and_answers(served: Served) -> None:
@@ -370,30 +370,9 @@ def test_a_network_host_with_an_api_key_says_which_paths_stay_open(exposed: Expo
 
 
 def test_exactly_the_listed_paths_answer_without_the_key(exposed: Exposed) -> None:
-    """Against vLLM 0.32's real routes, from the network: every path outside the guarded prefixes is
-    in UNGUARDED_PATHS and answers without the key (scoring included); every guarded one refuses."""
+    """Against vLLM's real routes, from the network (tests/compat/ runs the same on every version)."""
     url = f"http://{_network_address()}:{exposed.server.port}"
-    model = exposed.server.served_model_name
-    key = {"Authorization": f"Bearer {TEST_API_KEY}"}
-    with httpx.Client(base_url=url, timeout=120.0) as http:
-        routes: dict[str, dict[str, object]] = http.get("/openapi.json").json()["paths"]
-        docs = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-        open_paths = {path for path in routes if not path.startswith(GUARDED_PATH_PREFIXES)} | docs
-        assert open_paths == set(UNGUARDED_PATHS)
-        for path in UNGUARDED_PATHS:
-            method = "GET" if path in docs or "get" in routes[path] else "POST"
-            assert http.request(method, path, json={}).status_code != 401, path
-        pair = {"model": model, "text_1": "q", "text_2": ["a", "b"]}
-        assert http.post("/score", json=pair).status_code == 200  # scoring for anyone
-        assert (
-            http.post("/rerank", json={"model": model, "query": "q", "documents": ["a"]}).status_code == 200
-        )
-        guarded = [path for path in routes if path.startswith(GUARDED_PATH_PREFIXES)]
-        assert "/v1/score" in guarded
-        for path in guarded:
-            method = "GET" if "get" in routes[path] else "POST"
-            assert http.request(method, path, json={}).status_code == 401, path
-            assert http.request(method, path, json={}, headers=key).status_code != 401, path
+    assert_exactly_the_listed_paths_are_open(url, exposed.server.served_model_name, TEST_API_KEY)
 
 
 def test_two_data_parallel_engines_serve(exposed: Exposed) -> None:
@@ -442,3 +421,57 @@ def test_a_vl_checkpoint_is_served_with_its_flags_and_checked_with_images(vl_ser
     scores = check_image_scores(served.base_url, model=served.model, api_key=None)
     assert len(set(scores)) == 2
     assert all(0.0 < score < 1.0 for score in scores)
+
+
+# --- the API key: in vLLM's environment, never on its command line; IPv6 loopback ------------------------
+
+
+def _command_lines(pid: int) -> list[str]:
+    """The command lines of a process and its descendants, as every local user can read them."""
+    return [
+        " ".join(line)
+        for line in read_alive([psutil.Process(pid), *descendants(pid)], psutil.Process.cmdline)
+    ]
+
+
+def test_the_api_key_is_on_no_command_line_and_still_required(server_pool: ServerPool) -> None:
+    """Regression: ``VLLMServer(api_key=...)`` started vLLM with ``--api-key KEY`` in its argv."""
+    served = server_pool.get("api-key")
+    process = served.server.process
+    assert process is not None
+    lines = _command_lines(process.pid)
+    assert any("vllm.entrypoints.openai.api_server" in line for line in lines)
+    assert not [line for line in lines if TEST_API_KEY in line]
+    assert psutil.Process(process.pid).environ()["VLLM_API_KEY"] == TEST_API_KEY  # the owner's only
+    pair = {"model": served.model, "text_1": "q", "text_2": ["a"]}
+    with httpx.Client(base_url=served.base_url, timeout=120.0) as http:
+        assert http.post("/v1/score", json=pair).status_code == 401
+        key = {"Authorization": f"Bearer {TEST_API_KEY}"}
+        assert http.post("/v1/score", json=pair, headers=key).status_code == 200
+
+
+def test_a_server_on_ipv6_loopback_with_an_api_key(
+    checkpoints: Checkpoints, server_python: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Regression: ``VLLMServer(host="::1")`` raised socket.gaierror and would have built
+    ``http://::1:PORT``; now it binds, checks scores (with the key) and answers on ``http://[::1]:PORT``,
+    with the key in no command line and no log."""
+    server = VLLMServer(
+        checkpoints.get("tied"),
+        host="::1",
+        python=server_python,
+        api_key=TEST_API_KEY,
+        extra_args=["--dtype", "float32", "--max-model-len", "2048"],
+    )
+    with caplog.at_level(logging.DEBUG, logger="qwen3_vllm_rerank"), server:
+        assert server.base_url == f"http://[::1]:{server.port}"
+        process = server.process
+        assert process is not None
+        assert not [line for line in _command_lines(process.pid) if TEST_API_KEY in line]
+        with RerankClient(server.base_url, api_key=TEST_API_KEY) as client:
+            assert len(client.score("q", ["a", "b"])) == 2
+        pair = {"model": server.served_model_name, "text_1": "q", "text_2": ["a"]}
+        assert httpx.post(f"{server.base_url}/v1/score", json=pair, timeout=120.0).status_code == 401
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "command: " in logged
+    assert TEST_API_KEY not in logged

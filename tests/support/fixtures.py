@@ -19,6 +19,19 @@ from qwen3_vllm_rerank.testing import make_fixture_checkpoint
 from .serving import OTHER_SERVERS, SERVING_PATHS, ServingPath
 
 SERVER_PYTHON_ENV = "QWEN3_VLLM_RERANK_SERVER_PYTHON"
+#: The interpreter of the oldest vLLM the suite runs (0.27; scripts/setup builds .venv-vllm-oldest).
+OLDEST_SERVER_PYTHON_ENV = "QWEN3_VLLM_RERANK_OLDEST_SERVER_PYTHON"
+
+
+def oldest_python() -> str:
+    """``$QWEN3_VLLM_RERANK_OLDEST_SERVER_PYTHON``, or a usage error saying how to set it."""
+    python = os.environ.get(OLDEST_SERVER_PYTHON_ENV)
+    if not python:
+        raise pytest.UsageError(
+            f"${OLDEST_SERVER_PYTHON_ENV} is not set: run the suite with scripts/test, which points it at "
+            ".venv-vllm-oldest/bin/python (the oldest vLLM the compatibility tier runs)"
+        )
+    return python
 
 
 @dataclass
@@ -60,6 +73,8 @@ class ServerPool:
     PINNED = ("original", "vl")
 
     def __init__(self, checkpoints: Checkpoints, workdir: Path, python: str, memory_gb: float = 15) -> None:
+        """``python``: the newest vLLM's interpreter; a path served by the oldest vLLM
+        (``ServingPath.vllm``) gets :func:`oldest_python`, within the same memory budget."""
         self.checkpoints = checkpoints
         self.workdir = workdir
         self.python = python
@@ -93,7 +108,7 @@ class ServerPool:
             target = self._prepared[name]
             server = VLLMServer(
                 target,
-                python=self.python,
+                python=self.python if path.vllm == "newest" else oldest_python(),
                 extra_args=["--dtype", "float32", *path.extra_args],
                 api_key=path.api_key,
                 self_check=path.self_check,
@@ -116,6 +131,7 @@ def _vllm_only_in_vllm_tests(request: pytest.FixtureRequest, monkeypatch: pytest
     ``$QWEN3_VLLM_RERANK_SERVER_PYTHON``: if it starts a server anyway, it fails, in either tier."""
     if request.node.get_closest_marker("vllm") is None:
         monkeypatch.delenv(SERVER_PYTHON_ENV, raising=False)
+        monkeypatch.delenv(OLDEST_SERVER_PYTHON_ENV, raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -127,6 +143,13 @@ def server_python() -> str:
             "vLLM virtualenv and points this variable at its python"
         )
     return python
+
+
+@pytest.fixture(scope="session")
+def oldest_server_python(server_python: str) -> str:
+    """The oldest vLLM's interpreter (depends on ``server_python`` so that its users are marked
+    ``vllm`` like every other server test)."""
+    return oldest_python()
 
 
 @pytest.fixture(scope="session")

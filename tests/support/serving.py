@@ -66,6 +66,9 @@ class ServingPath:
     self_check: bool = True
     #: Resident memory of the server here, for the pool's budget (a Qwen3-VL one holds ~6 GB).
     memory_gb: float = 2.5
+    #: Which vLLM serves it: "newest" ($QWEN3_VLLM_RERANK_SERVER_PYTHON, vLLM 0.32) or "oldest"
+    #: ($QWEN3_VLLM_RERANK_OLDEST_SERVER_PYTHON, vLLM 0.27, for the compatibility tier).
+    vllm: Literal["newest", "oldest"] = "newest"
 
 
 SERVING_PATHS: dict[str, ServingPath] = {
@@ -98,6 +101,11 @@ OTHER_SERVERS: dict[str, ServingPath] = {
         self_check=False,
     ),
     "api-key": ServingPath("tied", extra_args=("--max-model-len", "2048"), api_key=TEST_API_KEY),
+    # The compatibility tier's one server on the oldest vLLM: the "api-key" server's twin, so one
+    # server covers plain discovery, fidelity and the API-key paths there.
+    "oldest-api-key": ServingPath(
+        "tied", extra_args=("--max-model-len", "2048"), api_key=TEST_API_KEY, vllm="oldest"
+    ),
     # The Qwen3-VL reranker servers (~3.5 min and ~6 GB each to start here), two per session:
     # the original checkpoint (client-formatted prompts), shared by VLLMServer's tests, the VL client
     # tests and both adapters' image tests; and a converted untied one that applies the VL score

@@ -9,7 +9,7 @@ import pytest
 from safetensors import safe_open
 from transformers import AutoTokenizer
 
-from qwen3_vllm_rerank.client._tokens import QWEN3_ADDED_TOKENS
+from qwen3_vllm_rerank._checkpoints import QWEN3_ADDED_TOKENS
 from qwen3_vllm_rerank.testing import make_fixture_checkpoint
 from tests.support.fixtures import Checkpoints
 

@@ -73,8 +73,8 @@ def choose_dtype(
 ) -> DtypeChoice:
     """The dtype the server should compute in, for a checkpoint stored in ``stored`` (None: unknown).
 
-    The user's ``--dtype`` always wins. On GPUs vLLM's own choice stands. On the CPU build, vLLM
-    0.32 resolves ``auto`` to the checkpoint's dtype whenever the platform lists it, and it lists
+    The user's ``--dtype`` always wins. On GPUs vLLM's own choice stands. On the CPU build (as read in
+    vLLM 0.32), vLLM resolves ``auto`` to the checkpoint's dtype whenever the platform lists it, and it lists
     bfloat16 on every x86 and Linux ARM CPU (``CpuPlatform.supported_dtypes``; only macOS ARM checks
     ``FEAT_BF16``). On a CPU without native bfloat16 (no ``avx512_bf16`` / ``amx_bf16`` on x86, no
     ``bf16`` on ARM) that is emulated and measured ~4.8x slower than float32 on 2 AVX-512 cores,

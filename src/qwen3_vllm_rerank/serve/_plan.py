@@ -12,11 +12,15 @@ and the machine (no process, no file).
   no fetching of image URLs by the server;
 * the dtype on the CPU build (:func:`choose_dtype`), ``--max-model-len``, the CPU KV-cache size per
   engine (data, tensor and pipeline parallelism respected) and the CPU block size;
+* on a GPU, the memory the server holds (weights + activations for one batch + a KV cache for the
+  sequences in flight) through ``--kv-cache-memory-bytes`` and a consistent
+  ``--gpu-memory-utilization``, within ``gpu_memory`` when given (:mod:`._memory`);
 * what the user must know about the network exposure (``--api-key`` guards only some paths).
 
 The user's own flags are read the way vLLM's parser reads them (``--max_model_len`` is
-``--max-model-len``, ``--flag=value``, short aliases such as ``-dp``, dotted JSON keys such as
-``--hf-overrides.architectures``) and always win; flags this plan must own are refused with a message.
+``--max-model-len``, ``--flag=value``, abbreviations such as ``--max-model`` and ``-dp``, dotted JSON
+keys such as ``--hf-overrides.architectures``, the flags of a ``--config`` YAML file) and always win;
+flags this plan must own are refused with a message.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
+from .._checkpoints import ARCHITECTURES, CheckpointKind, Family, architecture_of
 from ..errors import ServerStartError
 from ..images._geometry import IMAGE_FACTOR, MAX_PIXELS, MIN_PIXELS
 from ._cpu import CpuInfo, choose_dtype
 from ._exposure import GUARDED_PATH_PREFIXES, UNGUARDED_PATHS, exposure_warnings
+from ._memory import GpuMemory, dtype_bytes, size_gpu_memory
 from ._vllm_args import UserFlags, human_int
 
 __all__ = [
@@ -47,37 +53,21 @@ __all__ = [
     "Family",
     "LaunchPlan",
     "checkpoint_dtype",
-    "checkpoint_kind",
     "identify_checkpoint",
     "kv_bytes_per_token",
     "plan_launch",
 ]
 
-CheckpointKind = Literal["original", "converted"]
-Family = Literal["text", "vl"]
-
 #: What vLLM needs to serve an original Qwen3-Reranker (CausalLM) as a one-logit scorer.
 ORIGINAL_OVERRIDES: dict[str, Any] = {
-    "architectures": ["Qwen3ForSequenceClassification"],
+    "architectures": [ARCHITECTURES["Qwen3ForCausalLM"].seq_cls],
     "classifier_from_token": ["no", "yes"],
     "is_original_qwen3_reranker": True,
 }
 #: The same for an original Qwen3-VL-Reranker (``Qwen3VLForConditionalGeneration``).
 VL_ORIGINAL_OVERRIDES: dict[str, Any] = {
     **ORIGINAL_OVERRIDES,
-    "architectures": ["Qwen3VLForSequenceClassification"],
-}
-
-#: architecture in config.json -> (family, kind)
-_ARCHITECTURES: dict[str, tuple[Family, CheckpointKind]] = {
-    "Qwen3ForCausalLM": ("text", "original"),
-    "Qwen3ForSequenceClassification": ("text", "converted"),
-    "Qwen3VLForConditionalGeneration": ("vl", "original"),
-    "Qwen3VLForSequenceClassification": ("vl", "converted"),
-}
-_SEQ_CLS_ARCHITECTURE: dict[Family, str] = {
-    "text": "Qwen3ForSequenceClassification",
-    "vl": "Qwen3VLForSequenceClassification",
+    "architectures": [ARCHITECTURES["Qwen3VLForConditionalGeneration"].seq_cls],
 }
 
 #: The model card's maximum length; real configs declare 40,960 positions.
@@ -93,7 +83,6 @@ _GIB = 1024**3
 _KV_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"
 #: The plan never gives the CPU KV caches of one server more than this in total.
 _CPU_KV_SPACE_MAX_GIB = 8
-_DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2}
 
 
 # --- the checkpoint -------------------------------------------------------------------------------
@@ -101,10 +90,12 @@ _DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """What a config.json says the checkpoint is: text or Qwen3-VL, original or converted."""
+    """What a config.json says the checkpoint is: text or Qwen3-VL, original or converted, and the
+    one-logit architecture vLLM serves it as."""
 
     family: Family
     kind: CheckpointKind
+    seq_cls: str
 
     def describe(self) -> str:
         return self.kind if self.family == "text" else f"{self.kind} Qwen3-VL"
@@ -113,19 +104,14 @@ class Checkpoint:
 def identify_checkpoint(config: Mapping[str, Any]) -> Checkpoint:
     """The checkpoint's family and kind, from its ``architectures``."""
     architectures = config.get("architectures") or []
-    for architecture in architectures:
-        if architecture in _ARCHITECTURES:
-            return Checkpoint(*_ARCHITECTURES[architecture])
-    raise ServerStartError(
-        f"not a Qwen3-Reranker checkpoint: architectures {architectures!r}; expected one of "
-        + ", ".join(_ARCHITECTURES)
-        + " (original or converted, text or Qwen3-VL)"
-    )
-
-
-def checkpoint_kind(config: Mapping[str, Any]) -> CheckpointKind:
-    """``original`` for a CausalLM / ConditionalGeneration reranker, ``converted`` for a one-logit one."""
-    return identify_checkpoint(config).kind
+    architecture = architecture_of(architectures if isinstance(architectures, list) else [])
+    if architecture is None:
+        raise ServerStartError(
+            f"not a Qwen3-Reranker checkpoint: architectures {architectures!r}; expected one of "
+            + ", ".join(ARCHITECTURES)
+            + " (original or converted, text or Qwen3-VL)"
+        )
+    return Checkpoint(architecture.family, architecture.kind, architecture.seq_cls)
 
 
 def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -153,18 +139,17 @@ def kv_bytes_per_token(
     head_dim = int(text.get("head_dim") or int(text["hidden_size"]) // attention_heads)
     layers = math.ceil(int(text["num_hidden_layers"]) / pp)
     dtype = dtype or checkpoint_dtype(config) or "bfloat16"
-    return 2 * layers * heads * head_dim * _kv_element_bytes(dtype)
-
-
-def _kv_element_bytes(dtype: str) -> int:
-    return 1 if dtype.startswith("fp8") else _DTYPE_BYTES.get(dtype, 2)
+    return 2 * layers * heads * head_dim * dtype_bytes(dtype)
 
 
 #: Flags VLLMServer must own: it connects to the server with them.
 _OWNED_FLAGS = {
     "--host": "host=... (serve: --host)",
     "--port": "port=... (serve: --port)",
-    "--api-key": "api_key=... (serve: --api-key)",
+    "--api-key": (
+        "api_key=... (serve: --api-key or $VLLM_API_KEY; it reaches vLLM through its environment, "
+        "never its argv)"
+    ),
     "--model": "the model argument",
 }
 _MULTIMODAL_FLAGS = ("--limit-mm-per-prompt", "--mm-processor-kwargs")
@@ -179,7 +164,8 @@ class LaunchPlan:
 
     ``max_model_len`` is None when the user asked vLLM to choose (``--max-model-len auto``);
     ``dtype`` is None when vLLM chooses. ``notes`` explain the choices; ``warnings`` are what the
-    user must act on (VLLMServer logs them as warnings).
+    user must act on (VLLMServer logs them as warnings). ``chat_template``: the user's
+    ``--chat-template`` (the server then applies the score template itself), else None.
     """
 
     kind: CheckpointKind
@@ -190,10 +176,11 @@ class LaunchPlan:
     dtype: str | None = None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    chat_template: str | None = None
 
     def summary(self) -> str:
         """One line: what is served, with which length, dtype and KV cache, and why."""
-        checkpoint = Checkpoint(self.family, self.kind).describe()
+        checkpoint = self.kind if self.family == "text" else f"{self.kind} Qwen3-VL"
         length = "vLLM's choice" if self.max_model_len is None else str(self.max_model_len)
         parts = [f"{checkpoint} checkpoint, max_model_len={length}"]
         parts += [f"{key}={value}" for key, value in self.env.items()]
@@ -214,7 +201,7 @@ def _check_overrides(checkpoint: Checkpoint, overrides: Mapping[str, Any] | None
             "on untied checkpoints every score becomes 0.5. Drop --hf-overrides."
         )
     architectures = overrides.get("architectures")
-    expected = _SEQ_CLS_ARCHITECTURE[checkpoint.family]
+    expected = checkpoint.seq_cls
     if architectures is not None and architectures != [expected]:
         other = "Qwen3-VL" if checkpoint.family == "text" else "text"
         raise ServerStartError(
@@ -235,6 +222,9 @@ def plan_launch(
     cpu_info: CpuInfo | None = None,
     host: str = "127.0.0.1",
     api_key: bool = False,
+    gpu_memory: float | None = None,
+    gpu_total_bytes: int | None = None,
+    weights_bytes: int | None = None,
 ) -> LaunchPlan:
     """Choose vLLM's flags for ``config`` (pure: no process, no file).
 
@@ -243,13 +233,25 @@ def plan_launch(
     or in this process's environment, is respected). ``max_model_len``: the caller's default length.
     ``throughput_defaults=False`` leaves the KV-cache block size to vLLM's own default (see
     :func:`_throughput_args`). ``host`` / ``api_key``: where the server listens and whether it has a
-    key, for the exposure warnings. Flags in ``extra_args`` always win.
+    key, for the exposure warnings. On a GPU (``cpu=False``): ``gpu_memory`` caps what the server
+    holds on each GPU (GiB; None: no cap), ``gpu_total_bytes`` is the GPU's memory (None: unknown, as
+    in the Kubernetes manifests), ``weights_bytes`` the checkpoint's weights as stored (None:
+    estimated from ``config``); see :func:`~._memory.size_gpu_memory`. Flags in ``extra_args``
+    always win.
     """
+    if gpu_memory is not None and (cpu or not gpu_memory > 0):
+        raise ServerStartError(
+            f"gpu_memory={gpu_memory!r}: it caps a GPU server's memory in GiB (a positive number); "
+            "on vLLM's CPU build size the KV cache with VLLM_CPU_KVCACHE_SPACE instead"
+        )
     checkpoint = identify_checkpoint(config)
     flags = UserFlags(extra_args)
+    where = f" (here in --config {flags.config_file})" if flags.config_file else ""
     for owned, instead in _OWNED_FLAGS.items():
         if flags.given(owned):
-            raise ServerStartError(f"do not pass {owned} in the extra vLLM arguments; pass {instead} instead")
+            raise ServerStartError(
+                f"do not pass {owned} in the extra vLLM arguments{where}; pass {instead} instead"
+            )
     if checkpoint.family == "text" and flags.given(*_MULTIMODAL_FLAGS):
         raise ServerStartError(
             "this is a text-only Qwen3-Reranker checkpoint: --limit-mm-per-prompt / --mm-processor-kwargs "
@@ -277,18 +279,35 @@ def plan_launch(
     user_len = flags.value("--max-model-len")
     chosen_len = _model_len(config, user_len, default=max_model_len)
     new_env: dict[str, str] = {}
+    gpu_args: list[str] = []
     if cpu:
         chosen_len, kv_env, kv_notes = _size_cpu_kv_cache(
             config, flags, env or {}, chosen_len, fixed_len=user_len is not None, dtype=dtype.dtype
         )
         new_env.update(kv_env)
         notes += kv_notes
+    else:
+        memory = _size_gpu(
+            config,
+            flags,
+            chosen_len,
+            user_len is not None,
+            dtype.dtype,
+            stored,
+            gpu_memory=gpu_memory,
+            device_bytes=gpu_total_bytes,
+            weights_bytes=weights_bytes,
+        )
+        chosen_len = memory.max_model_len
+        gpu_args = memory.args
+        notes += memory.notes
     if user_len is None and chosen_len is not None:
         args += ["--max-model-len", str(chosen_len)]
     if checkpoint.family == "vl":
         args += _multimodal_args(flags, chosen_len)
     if throughput_defaults:
         args += _throughput_args(cpu=cpu, flags=flags)
+    args += gpu_args
     warnings = exposure_warnings(
         host, api_key or bool((env or {}).get("VLLM_API_KEY") or os.environ.get("VLLM_API_KEY"))
     )
@@ -301,6 +320,7 @@ def plan_launch(
         dtype=dtype.dtype,
         notes=tuple(notes),
         warnings=tuple(warnings),
+        chat_template=flags.value("--chat-template"),
     )
 
 
@@ -311,6 +331,39 @@ def _model_len(config: Mapping[str, Any], user: str | None, *, default: int | No
         return None if user.strip() in ("-1", "auto") else human_int("--max-model-len", user)
     positions = int(_text_config(config).get("max_position_embeddings") or DEFAULT_MAX_MODEL_LEN)
     return default or min(positions, DEFAULT_MAX_MODEL_LEN)
+
+
+def _size_gpu(
+    config: Mapping[str, Any],
+    flags: UserFlags,
+    length: int | None,
+    fixed_len: bool,
+    dtype: str | None,
+    stored: str | None,
+    *,
+    gpu_memory: float | None,
+    device_bytes: int | None,
+    weights_bytes: int | None,
+) -> GpuMemory:
+    """The GPU memory plan, for the dtype vLLM computes in (the user's, else the checkpoint's)."""
+    tp = max(flags.int_value("--tensor-parallel-size", 1), 1)  # vLLM refuses sizes below 1
+    pp = max(flags.int_value("--pipeline-parallel-size", 1), 1)
+    compute = dtype or stored or "bfloat16"
+    kv_dtype = flags.value("--kv-cache-dtype")
+    per_token = kv_bytes_per_token(
+        config, kv_dtype if kv_dtype not in (None, "auto") else compute, tp=tp, pp=pp
+    )
+    return size_gpu_memory(
+        config,
+        flags,
+        length=length,
+        fixed_len=fixed_len,
+        dtype=compute,
+        kv_per_token=per_token,
+        gpu_memory=gpu_memory,
+        device_bytes=device_bytes,
+        weights_bytes=weights_bytes,
+    )
 
 
 def _size_cpu_kv_cache(
@@ -389,10 +442,10 @@ def _multimodal_args(flags: UserFlags, length: int | None) -> list[str]:
     """Qwen3-VL's image flags: the official reranker's pixel limits, images per pair, no URL fetching.
 
     The checkpoint's own processor config upsizes every image under 65,536 pixels; a client that
-    prepared the image exactly as the official reranker does (``images.py``) would then be scored
-    on other pixels (measured: 0.49 off for a 64x64 image). With the official limits, vLLM's resize
-    of an already-prepared image is the identity, and start-up profiles 1,800-token images instead
-    of 16,384-token ones. Up to 4 images per pair, fewer when the length cannot hold 4 of the
+    prepared the image exactly as the official reranker does (:mod:`qwen3_vllm_rerank.images`) would
+    then be scored on other pixels (measured: 0.49 off for a 64x64 image). With the official limits,
+    vLLM's resize of an already-prepared image is the identity, and start-up profiles 1,800-token
+    images instead of 16,384-token ones. Up to 4 images per pair, fewer when the length cannot hold 4 of the
     largest; no video (the client never sends one).
     """
     args: list[str] = []

