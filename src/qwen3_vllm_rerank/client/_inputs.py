@@ -25,12 +25,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InvalidInput, UnusableDocuments
-from ..images import IMAGE_CACHE_BYTES, PreparedImageCache, shared_image_cache
+from ..images import (
+    IMAGE_CACHE_BYTES,
+    Content,
+    Image,
+    PreparedImage,
+    PreparedImageCache,
+    UrlFetcher,
+    shared_image_cache,
+)
 from ..images._calls import Outcome, aprepare_each, prepare_each
 from ..images._failures import UnusableImage
-from ..images._fetching import UrlFetcher
-from ..images._preparing import PreparedImage
-from ..images._sources import Content, Image, source_kind
+from ..images._sources import source_kind
 
 __all__ = ["Item", "ScoreRequest", "aprepare", "image_cache", "positive_int", "prepare", "score_request"]
 

@@ -32,7 +32,7 @@ def local_reranker(
     if base_url:
         yield base_url
         return
-    from ..serve._server import VLLMServer
+    from ..serve import VLLMServer
 
     with contextlib.ExitStack() as stack:
         if model is None:
