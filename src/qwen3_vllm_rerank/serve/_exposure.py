@@ -1,9 +1,9 @@
 """What a vLLM server bound to a network address exposes, with and without ``--api-key``.
 
 vLLM's API-key middleware checks the key only on paths under :data:`GUARDED_PATH_PREFIXES`; a reranker
-server answers :data:`UNGUARDED_PATHS` without it, scoring included. Both were read in vLLM 0.27 and
-measured with vLLM 0.32 (``vllm/entrypoints/serve/middleware/authenticate.py`` there;
-``tests/serve/test_server.py`` checks the list against a real server's routes); other versions may differ.
+server answers :data:`UNGUARDED_PATHS` without it, scoring included. Both were measured with vLLM 0.27
+and 0.32 (``vllm/entrypoints/serve/middleware/authenticate.py`` in 0.32; ``tests/compat/`` checks
+the list against each version's real routes); other versions may differ.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ __all__ = ["GUARDED_PATH_PREFIXES", "UNGUARDED_PATHS", "exposure_warnings", "is_
 #: vLLM's ``--api-key`` middleware (``GUARDED_PREFIX``, the same in 0.27 and 0.32) checks the key only
 #: on paths starting with these.
 GUARDED_PATH_PREFIXES: tuple[str, ...] = ("/v1", "/v2", "/inference", "/cohere")
-#: What a reranker server (default flags; measured with vLLM 0.32) answers WITHOUT the key even when
-#: started with ``--api-key``: scoring and tokenising included. Flags and environment variables
-#: (``--enable-tokenizer-info-endpoint``, ``VLLM_SERVER_DEV_MODE``, profiling) add more.
+#: What a reranker server (default flags; measured with vLLM 0.27 and 0.32, the union: 0.27 has no
+#: ``/kv_event_sources``) answers WITHOUT the key even when started with ``--api-key``: scoring and
+#: tokenising included. Flags and environment variables (``--enable-tokenizer-info-endpoint``,
+#: ``VLLM_SERVER_DEV_MODE``, profiling) add more.
 UNGUARDED_PATHS: tuple[str, ...] = (
     "/score",
     "/rerank",
