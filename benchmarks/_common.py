@@ -50,6 +50,7 @@ __all__ = [
     "machine",
     "md_table",
     "median",
+    "mm_cache_counters",
     "prefix_cache_counters",
     "queries",
     "serve",
@@ -519,6 +520,34 @@ def prefix_cache_counters(base_url: str) -> tuple[float, float]:
         if match:
             totals[match.group(1)] += float(match.group(2))
     return totals["queries"], totals["hits"]
+
+
+_MM_COUNTER = re.compile(r"^vllm:mm_cache_(queries|hits)(?:_total)?(?:\{[^}]*\})? ([0-9.eE+-]+)$")
+
+
+def _mm_counters(base_url: str) -> dict[str, float]:
+    totals = {"queries": 0.0, "hits": 0.0}
+    for line in httpx.get(f"{base_url}/metrics", timeout=30.0).text.splitlines():
+        match = _MM_COUNTER.match(line)
+        if match:
+            totals[match.group(1)] += float(match.group(2))
+    return totals
+
+
+def mm_cache_counters(base_url: str, at_least: float = 0.0) -> dict[str, float]:
+    """``{"queries": n, "hits": n}``: the server's multimodal processor cache lookups so far, in
+    images, from ``/metrics`` (``vllm:mm_cache_queries`` / ``vllm:mm_cache_hits``).
+
+    ``at_least``: the lookups expected by now; vLLM counts a step's lookups as it finishes the
+    step, possibly just after the response, so the counters are polled (for at most ~10 s)
+    until they reach it."""
+    counters = _mm_counters(base_url)
+    for _ in range(100):
+        if counters["queries"] >= at_least:
+            break
+        time.sleep(0.1)
+        counters = _mm_counters(base_url)
+    return counters
 
 
 # --------------------------------------------------------------------------- command line

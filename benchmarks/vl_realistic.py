@@ -75,6 +75,7 @@ from _common import (
     interleave,
     md_table,
     median,
+    mm_cache_counters,
     serve,
     server_python,
     serving,
@@ -154,51 +155,103 @@ def build(kind: str, n: int, seed: int, directory: Path, paragraphs: list[str]) 
 
 
 class Stopwatch:
-    """Seconds the client spends in its image stages, summed over threads, and in HTTP.
+    """Where a client call's time goes: its image stages and its HTTP time.
 
-    Wraps the image pipeline's private stages (``images._preparing``): reading + decoding +
-    resizing is **prepare**, the rest of preparing an image (PNG, base64, hash) is **encode**.
-    A stage the client skips (a cache hit) costs nothing here, as it should. HTTP time is the
-    union of the score requests' intervals, from the request going out to its response's headers.
+    Wraps the two stages of the image pipeline as the client calls them (private names of
+    ``qwen3_vllm_rerank.images._calls``): ``load`` (read the source, look it up in the
+    prepared-image cache, check its header; in the calling thread) and ``finish`` (decode, RGB,
+    resize, PNG + base64 + hash; in the decoding pool), and, inside ``finish``, Pillow's
+    ``Image.resize``. ``load`` and the part of ``finish`` up to the end of its resize are
+    **prepare**, the rest of ``finish`` is **encode** (a ``finish`` that resizes nothing, a cache
+    hit on the pixels, is all prepare). A stage the client skips (a cache hit) costs nothing here,
+    as it should. The client prepares a call's images in parallel, so the stages' seconds summed
+    over threads can exceed the wall time they take: the image phase's wall time (the union of
+    the stages' intervals) is shared between prepare and encode in proportion to their sums.
+    HTTP time is the union of the score requests' intervals, from the request going out to its
+    response's headers (the server's share).
     """
 
-    STAGES = ("_read_path", "_open", "_official_pixels", "_prepare_loaded")
+    STAGES = ("load", "finish")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+        self.seconds = {"prepare": 0.0, "encode": 0.0}
         self.missing: list[str] = []
+        self.image_intervals: list[tuple[float, float]] = []
         self.intervals: list[tuple[float, float]] = []
         self._sent: dict[int, float] = {}
+        self._local = threading.local()
 
     @contextmanager
     def installed(self) -> Iterator[Stopwatch]:
-        from qwen3_vllm_rerank.images import _preparing
+        from PIL import Image as PILImage
 
-        originals = {}
+        from qwen3_vllm_rerank.images import _calls
+
+        originals: dict[str, Callable[..., Any]] = {}
         for name in self.STAGES:
-            original = getattr(_preparing, name, None)
+            original = getattr(_calls, name, None)
             if original is None:
                 self.missing.append(name)
                 continue
             originals[name] = original
-            setattr(_preparing, name, self._timed(name, original))
+        if "load" in originals:
+            _calls.load = self._timed_load(originals["load"])  # type: ignore[attr-defined]
+        if "finish" in originals:
+            _calls.finish = self._timed_finish(originals["finish"])  # type: ignore[attr-defined]
+        resize = PILImage.Image.resize
+        PILImage.Image.resize = self._marked_resize(resize)  # type: ignore[method-assign]
         try:
             yield self
         finally:
+            PILImage.Image.resize = resize  # type: ignore[method-assign]
             for name, original in originals.items():
-                setattr(_preparing, name, original)
+                setattr(_calls, name, original)
 
-    def _timed(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    def _record(self, start: float, stop: float, prepare: float, encode: float) -> None:
+        with self.lock:
+            self.seconds["prepare"] += prepare
+            self.seconds["encode"] += encode
+            self.image_intervals.append((start, stop))
+
+    def _timed_load(self, load: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
-                return function(*args, **kwargs)
+                return load(*args, **kwargs)
             finally:
-                with self.lock:
-                    self.seconds[name] += time.perf_counter() - start
+                stop = time.perf_counter()
+                self._record(start, stop, stop - start, 0.0)
 
         return timed
+
+    def _timed_finish(self, finish: Callable[..., Any]) -> Callable[..., Any]:
+        local = self._local
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            local.resized = None
+            local.active = True
+            start = time.perf_counter()
+            try:
+                return finish(*args, **kwargs)
+            finally:
+                stop = time.perf_counter()
+                local.active = False
+                resized = local.resized or stop
+                self._record(start, stop, resized - start, stop - resized)
+
+        return timed
+
+    def _marked_resize(self, resize: Callable[..., Any]) -> Callable[..., Any]:
+        local = self._local
+
+        def marked(*args: Any, **kwargs: Any) -> Any:
+            result = resize(*args, **kwargs)
+            if getattr(local, "active", False):
+                local.resized = time.perf_counter()
+            return result
+
+        return marked
 
     def hooks(self) -> dict[str, list[Callable[..., Any]]]:
         """httpx event hooks timing the score requests."""
@@ -217,22 +270,30 @@ class Stopwatch:
 
     def reset(self) -> None:
         with self.lock:
-            self.seconds = dict.fromkeys(self.STAGES, 0.0)
+            self.seconds = {"prepare": 0.0, "encode": 0.0}
+            self.image_intervals = []
             self.intervals = []
 
-    def split(self, total: float) -> dict[str, float]:
-        """``prepare``, ``encode``, ``send`` and ``server`` seconds of the call that took ``total``."""
-        s = self.seconds
-        prepare = s["_read_path"] + s["_open"] + s["_official_pixels"]
-        encode = max(s["_prepare_loaded"] - s["_open"] - s["_official_pixels"], 0.0)
-        server, end = 0.0, float("-inf")
-        for start, stop in sorted(self.intervals):
-            server += max(stop - max(start, end), 0.0)
+    @staticmethod
+    def _union(intervals: list[tuple[float, float]]) -> float:
+        total, end = 0.0, float("-inf")
+        for start, stop in sorted(intervals):
+            total += max(stop - max(start, end), 0.0)
             end = max(end, stop)
+        return total
+
+    def split(self, total: float) -> dict[str, float]:
+        """``prepare``, ``encode``, ``send`` and ``server`` wall seconds of the call that took ``total``."""
+        with self.lock:
+            prepare, encode = self.seconds["prepare"], self.seconds["encode"]
+            images = self._union(self.image_intervals)
+            server = self._union(self.intervals)
+        summed = prepare + encode
+        share = prepare / summed if summed else 1.0
         return {
-            "prepare": prepare,
-            "encode": encode,
-            "send": max(total - prepare - encode - server, 0.0),
+            "prepare": images * share,
+            "encode": images * (1.0 - share),
+            "send": max(total - images - server, 0.0),
             "server": server,
         }
 
@@ -494,10 +555,13 @@ def run(args: argparse.Namespace) -> Result:
             passes_data = []
             for number in range(passes):
                 stopwatch.reset()
+                before = mm_cache_counters(url)
                 start = time.perf_counter()
                 client.score(fresh_query(), repeated.documents)
                 elapsed = time.perf_counter() - start
-                passes_data.append({"pass": number + 1, "seconds": elapsed, **stopwatch.split(elapsed)})
+                after = mm_cache_counters(url, before["queries"] + len(repeated.documents))
+                mm = {f"mm_cache_{k}": after[k] - before[k] for k in after}
+                passes_data.append({"pass": number + 1, "seconds": elapsed, **stopwatch.split(elapsed), **mm})
                 logger.info("repeated, pass %d: %.1f s", number + 1, elapsed)
             raw_http.close()
         del official
@@ -587,7 +651,16 @@ def _report(report: str, data: dict[str, Any], n_docs: int) -> Result:
     report += "\n### (c) The same pages under new queries\n\n"
     first = data["repeated"][0]["seconds"]
     report += md_table(
-        ["pass", "s", "docs/s", "vs first pass", "client prepare s", "client encode s", "server s"],
+        [
+            "pass",
+            "s",
+            "docs/s",
+            "vs first pass",
+            "client prepare s",
+            "client encode s",
+            "server s",
+            "vLLM mm cache hits / lookups",
+        ],
         [
             [
                 p["pass"],
@@ -597,6 +670,7 @@ def _report(report: str, data: dict[str, Any], n_docs: int) -> Result:
                 fmt(p["prepare"]),
                 fmt(p["encode"]),
                 fmt(p["server"]),
+                f"{p.get('mm_cache_hits', 0):.0f} / {p.get('mm_cache_queries', 0):.0f}",
             ]
             for p in data["repeated"]
         ],

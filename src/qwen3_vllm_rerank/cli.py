@@ -18,13 +18,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Literal, TextIO
 
 from . import __version__
+from ._protocol import redact_url
 from .client import DEFAULT_TIMEOUT
 from .errors import InvalidInput, Qwen3RerankError
+from .images import Content, Image, UrlFetcher
 
 __all__ = ["main"]
 
@@ -131,7 +134,7 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _snippet(base_url: str, model: str, api_key: bool) -> str:
+def _snippet(base_url: str, model: str, api_key: bool, family: str = "text") -> str:
     key = (
         "\n    # the server requires an API key: pass api_key=... or set $QWEN3_VLLM_RERANK_API_KEY"
         if api_key
@@ -149,6 +152,12 @@ def _snippet(base_url: str, model: str, api_key: bool) -> str:
         "\n"
         "Command line:\n"
         f"    {PROG} rerank --base-url {base_url} --query 'what is a closure?' 'doc one' 'doc two'\n"
+        + (
+            f"    {PROG} rerank --base-url {base_url} --query 'a revenue chart' --image page1.png "
+            "--image page2.png\n"
+            if family == "vl"
+            else ""
+        )
     )
 
 
@@ -181,6 +190,7 @@ def _serve(args: argparse.Namespace) -> int:
         startup_timeout=args.startup_timeout,
         max_model_len=args.max_model_len,
         api_key=api_key,
+        gpu_memory=args.gpu_memory,
         log_file=log_file,
     )
     follower = None if args.quiet else _LogFollower(log_file, sys.stderr)
@@ -195,7 +205,8 @@ def _serve(args: argparse.Namespace) -> int:
             for warning in server.plan.warnings if server.plan else ():
                 print(f"WARNING: {warning}", flush=True)
             print(flush=True)
-            print(_snippet(server.base_url, server.served_model_name, bool(api_key)), flush=True)
+            family = server.plan.family if server.plan else "text"
+            print(_snippet(server.base_url, server.served_model_name, bool(api_key), family), flush=True)
             print("Press Ctrl-C to stop.", flush=True)
             process = server.process
             while process is not None and process.poll() is None:
@@ -213,31 +224,154 @@ def _serve(args: argparse.Namespace) -> int:
                 follower.stop()
 
 
-def _read_documents(stream: TextIO) -> list[str]:
-    """One document per line; JSON lines (``{"text": ...}`` or a JSON string) if the first line is JSON."""
+@dataclass(frozen=True, slots=True)
+class _Document:
+    """One document to rerank: what the client scores, how the table shows it, and what
+    ``--json`` prints for it (a text document's text; else its text and image sources as given).
+
+    Args:
+        value: what the client scores (a str, or a :class:`Content` of text and images).
+        shown: the table's cell: the text, or the images' sources (then the text).
+        dumped: ``--json``'s ``document``: the text, or ``{"text": ..., "image": [source, ...]}``.
+    """
+
+    value: str | Content
+    shown: str
+    dumped: str | dict[str, object]
+
+    @classmethod
+    def text(cls, text: str) -> _Document:
+        return cls(text, text, text)
+
+    @classmethod
+    def with_images(cls, text: str, sources: Sequence[str], images: Sequence[Image]) -> _Document:
+        """Text and images; ``sources`` are the images as the user wrote them, ``images`` what is read."""
+        labels = ", ".join(_image_label(source) for source in sources)
+        shown = f"[{labels}] {text}" if text else labels
+        return cls(Content(text, images=images), shown, {"text": text, "image": list(sources)})
+
+    @classmethod
+    def image_file(cls, path: str) -> _Document:
+        """An ``--image`` file: read as a path whatever it looks like, shown as written."""
+        return cls(Content("", images=[Image(Path(path))]), path, {"text": "", "image": [path]})
+
+
+def _image_label(source: str) -> str:
+    """An image source for the table: a path as given, a ``data:`` URL shortened, any other URL
+    without secrets (userinfo and query values, as the client shows URLs)."""
+    kind = Image(source).kind
+    if kind == "data-url":
+        return f"{source.split(',', 1)[0]},…({len(source)} chars)"
+    if kind in ("url", "file-url"):
+        return redact_url(source)
+    return source
+
+
+@dataclass(frozen=True, slots=True)
+class _ImagePolicy:
+    """What image sources named by JSON lines on stdin (perhaps retrieved data, so untrusted) may
+    be read, from the options; images named on the command line are the user's and always read.
+
+    Args:
+        roots: absolute directories local paths and ``file:`` URLs in JSON lines may be read
+            from (``--image-root``; symlinks resolved, by the client's fetcher); none: refused.
+        fetch: ``--fetch-images``: http(s) URLs are fetched by the client, public addresses only.
+        hosts: ``--allow-image-host``: http(s) URLs are fetched from these hosts or networks only
+            (private ones included).
+
+    ``data:`` URLs are always read: they hold the image itself.
+    """
+
+    roots: tuple[str, ...] = ()
+    fetch: bool = False
+    hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> _ImagePolicy:
+        roots = tuple(os.path.abspath(root) for root in args.image_roots)
+        return cls(roots, bool(args.fetch_images), tuple(args.image_hosts))
+
+    def fetcher(self) -> UrlFetcher | None:
+        """The client's fetcher for what the options allow (``None``: nothing but paths and data)."""
+        if not (self.roots or self.fetch or self.hosts):
+            return None
+        # allowed_hosts: None is every public address; () no URL at all (file: URLs only).
+        hosts = self.hosts if self.hosts else None if self.fetch else ()
+        return UrlFetcher(allowed_hosts=hosts, file_roots=self.roots)
+
+    def image(self, source: str, where: str) -> Image:
+        """The image a JSON-lines ``image`` value names; a source the options do not allow is
+        refused, naming the option that allows it. A local path is read through a ``file:`` URL,
+        so that the client reads it only inside ``roots``."""
+        image = Image(source)
+        shown = _image_label(source)
+        if image.kind == "path":
+            if not self.roots:
+                raise InvalidInput(
+                    f"{where}: image {shown!r} is a local path; paths in JSON lines are read only inside "
+                    "the directories given with --image-root DIR (JSON lines may come from retrieved "
+                    "data): pass --image-root, or name the file with --image PATH"
+                )
+            return Image(Path(os.path.abspath(source)).as_uri())
+        if image.kind == "file-url" and not self.roots:
+            raise InvalidInput(
+                f"{where}: image {shown!r} is a file: URL; it is read only inside the directories given "
+                "with --image-root DIR"
+            )
+        if image.kind == "url" and not (self.fetch or self.hosts):
+            raise InvalidInput(
+                f"{where}: image {shown!r} is a URL, not fetched by default (JSON lines may come from "
+                "retrieved data): pass --fetch-images to fetch public http(s) URLs, or "
+                "--allow-image-host HOST for the hosts you trust"
+            )
+        return image
+
+
+def _json_document(item: object, where: str, policy: _ImagePolicy) -> _Document:
+    """One JSON-lines document: a JSON string, or an object with ``text`` and/or ``image``."""
+    expected = (
+        f'{where}: expected a JSON string, or an object with a "text" string and/or an "image" '
+        "(a path or URL, or a list of them)"
+    )
+    if isinstance(item, str):
+        return _Document.text(item)
+    if not isinstance(item, dict):
+        raise InvalidInput(expected)
+    text, images = item.get("text"), item.get("image")
+    if images is None:
+        if not isinstance(text, str):
+            raise InvalidInput(expected)
+        return _Document.text(text)
+    if text is not None and not isinstance(text, str):
+        raise InvalidInput(f'{where}: "text" must be a string, got {json.dumps(text)[:80]}')
+    sources = images if isinstance(images, list) else [images]
+    if not sources or not all(isinstance(source, str) and source for source in sources):
+        raise InvalidInput(
+            f'{where}: "image" must be a path or URL, or a non-empty list of them, '
+            f"got {json.dumps(images)[:80]}"
+        )
+    return _Document.with_images(text or "", sources, [policy.image(source, where) for source in sources])
+
+
+def _read_documents(stream: TextIO, policy: _ImagePolicy) -> list[_Document]:
+    """One document per line; JSON lines (a JSON string, or an object with ``"text"`` and/or
+    ``"image"``) if the first line is JSON."""
     lines = [(number, line) for number, line in enumerate(stream.read().splitlines(), 1) if line.strip()]
     if not lines:
         return []
     try:
         first = json.loads(lines[0][1])
     except json.JSONDecodeError:
-        return [line for _, line in lines]
+        return [_Document.text(line) for _, line in lines]
     if not isinstance(first, dict | str):
-        return [line for _, line in lines]
-    documents: list[str] = []
+        return [_Document.text(line) for _, line in lines]
+    documents: list[_Document] = []
     for number, line in lines:
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"stdin line {number}: not JSON ({exc.msg}), but the first line was") from exc
-        if isinstance(item, dict):
-            item = item.get("text")
-        if not isinstance(item, str):
-            raise InvalidInput(
-                f'stdin line {number}: expected a JSON string or an object with a "text" string, '
-                f"got {line[:80]}"
-            )
-        documents.append(item)
+        documents.append(_json_document(item, f"stdin line {number}", policy))
     return documents
 
 
@@ -246,23 +380,48 @@ def _one_line(text: str, width: int) -> str:
     return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
 
 
+def _query(args: argparse.Namespace) -> str | Content:
+    """``--query``'s text, or a :class:`Content` of it and the ``--query-image`` files."""
+    if not args.query_images:
+        return str(args.query)
+    return Content(args.query or "", images=[Image(Path(path)) for path in args.query_images])
+
+
+def _documents(args: argparse.Namespace, policy: _ImagePolicy) -> list[_Document]:
+    """The arguments' documents (texts, then one per ``--image`` file), else stdin's."""
+    documents = [_Document.text(text) for text in args.documents]
+    documents += [_Document.image_file(path) for path in args.images]
+    if documents:
+        return documents
+    if sys.stdin.isatty():
+        raise InvalidInput(
+            "no documents: pass them as arguments or with --image, or one per line (or JSON lines) on stdin"
+        )
+    documents = _read_documents(sys.stdin, policy)
+    if not documents:
+        raise InvalidInput("no documents on stdin")
+    return documents
+
+
 def _rerank(args: argparse.Namespace) -> int:
     from .client import RerankClient
 
-    documents = list(args.documents)
-    if not documents:
-        if sys.stdin.isatty():
-            raise InvalidInput(
-                "no documents: pass them as arguments, or one per line (or JSON lines) on stdin"
-            )
-        documents = _read_documents(sys.stdin)
-        if not documents:
-            raise InvalidInput("no documents on stdin")
-    with RerankClient(args.base_url, model=args.model, api_key=args.api_key, timeout=args.timeout) as client:
-        results = client.rerank(args.query, documents, top_n=args.top_n, instruction=args.instruction)
+    policy = _ImagePolicy.from_args(args)
+    query = _query(args)
+    documents = _documents(args, policy)
+    with RerankClient(
+        args.base_url,
+        model=args.model,
+        api_key=args.api_key,
+        timeout=args.timeout,
+        image_fetcher=policy.fetcher(),
+    ) as client:
+        results = client.rerank(
+            query, [d.value for d in documents], top_n=args.top_n, instruction=args.instruction
+        )
     if args.json:
         rows = [
-            {"rank": rank, "index": r.index, "score": r.score, "document": documents[r.index]}
+            {"rank": rank, "index": r.index, "score": r.score, "document": documents[r.index].dumped}
             for rank, r in enumerate(results, 1)
         ]
         print(json.dumps(rows, ensure_ascii=False, indent=2))
@@ -270,7 +429,7 @@ def _rerank(args: argparse.Namespace) -> int:
     width = max(shutil.get_terminal_size((120, 24)).columns - 24, 20)
     print(f"{'rank':>4}  {'index':>5}  {'score':>8}  document")
     for rank, result in enumerate(results, 1):
-        shown = _one_line(documents[result.index], width)
+        shown = _one_line(documents[result.index].shown, width)
         print(f"{rank:>4}  {result.index:>5}  {result.score:>8.4f}  {shown}")
     return 0
 
@@ -405,6 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--startup-timeout", type=float, default=600.0, help="seconds to wait for the server (default: 600)"
     )
+    serve.add_argument(
+        "--gpu-memory",
+        type=float,
+        metavar="GIB",
+        help="on a GPU, the most the server may hold per GPU in GiB (weights, activations, KV cache); "
+        "default: what the model needs, within vLLM's 92%% of the device",
+    )
     serve.add_argument("--log-file", help="write vLLM's log here (default: a temporary file)")
     serve.add_argument("--quiet", action="store_true", help="do not stream vLLM's log to stderr")
     serve.set_defaults(handler=_serve, vllm_args=[])
@@ -412,19 +578,76 @@ def build_parser() -> argparse.ArgumentParser:
     rerank = commands.add_parser(
         "rerank",
         parents=[debug],
-        help="rerank documents for a query against a running server",
+        help="rerank documents (text, images, or both) for a query against a running server",
+        usage=(
+            f"{PROG} rerank [options] (--query TEXT | --query-image PATH ...) [--image PATH ...] [DOC ...]"
+        ),
         description=(
-            "Score documents for a query with the Qwen3-Reranker template and print them best first. "
-            "Documents come from the arguments, or from stdin: one per line, or JSON lines "
-            '(each a JSON string or an object with a "text" string).'
+            "Score documents for a query with the reranker's template (Qwen3-Reranker or Qwen3-VL-"
+            "Reranker, as the server serves) and print them best first. Documents are the DOC "
+            "arguments and one image-only document per --image file, or else come from stdin: one per "
+            'line, or JSON lines, each a JSON string or an object with a "text" string and/or an '
+            '"image" (one source or a list of them), e.g. {"text": "page 7", "image": "data:image/png;'
+            'base64,..."}. Images need a Qwen3-VL-Reranker server; they are prepared like the official '
+            "reranker's, by this command, and sent inline (the server reads no file and fetches no URL)."
+        ),
+        epilog=(
+            "Files named by --image and --query-image are read as paths. Image sources in JSON lines may "
+            "come from retrieved data, so by default only data: URLs are read from them: local paths and "
+            "file: URLs only inside an --image-root DIR (relative paths from the current directory; "
+            "symlinks resolved), http(s) URLs only with --fetch-images (public addresses) or "
+            "--allow-image-host HOST (only those). An image shows in the table as its source."
         ),
     )
     rerank.add_argument(
         "--base-url",
         help="the server (default: $QWEN3_VLLM_RERANK_BASE_URL, else http://127.0.0.1:8000)",
     )
-    rerank.add_argument("--query", "-q", required=True, help="the query")
-    rerank.add_argument("--instruction", help="the task instruction (default: Qwen's web-search one)")
+    rerank.add_argument(
+        "--query", "-q", help="the query's text (with --query-image: the text beside the query's images)"
+    )
+    rerank.add_argument(
+        "--query-image",
+        action="append",
+        default=[],
+        dest="query_images",
+        metavar="PATH",
+        help="an image file the query shows (repeat for several; before the query's text, in order)",
+    )
+    rerank.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        dest="images",
+        metavar="PATH",
+        help="an image file to rank as a document of its own (repeatable; after the DOC arguments)",
+    )
+    rerank.add_argument(
+        "--image-root",
+        action="append",
+        default=[],
+        dest="image_roots",
+        metavar="DIR",
+        help="read local paths and file: URLs in JSON lines on stdin, only inside this directory "
+        "(repeatable; default: none are read)",
+    )
+    fetching = rerank.add_mutually_exclusive_group()
+    fetching.add_argument(
+        "--fetch-images",
+        action="store_true",
+        help="fetch http(s) image URLs in JSON lines on stdin, from public addresses only (this command "
+        "fetches them, never the server)",
+    )
+    fetching.add_argument(
+        "--allow-image-host",
+        action="append",
+        default=[],
+        dest="image_hosts",
+        metavar="HOST",
+        help="fetch http(s) image URLs in JSON lines from this host (cdn.example.com, *.example.com) or "
+        "network (10.0.0.0/8, 127.0.0.1) only, private ones included (repeatable)",
+    )
+    rerank.add_argument("--instruction", help="the task instruction (default: the model family's own)")
     rerank.add_argument("--top-n", type=_positive_int, help="print only the best N")
     rerank.add_argument("--model", help="the served model name (default: discovered from /v1/models)")
     rerank.add_argument("--api-key", help="API key (default: $QWEN3_VLLM_RERANK_API_KEY)")
@@ -435,7 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds for the server to answer a request (default: {DEFAULT_TIMEOUT:g}, the client's)",
     )
     rerank.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    rerank.add_argument("documents", nargs="*", metavar="DOC", help="documents (default: read stdin)")
+    rerank.add_argument(
+        "documents", nargs="*", metavar="DOC", help="text documents (default, without --image: read stdin)"
+    )
     rerank.set_defaults(handler=_rerank)
 
     fixture = commands.add_parser(
@@ -503,6 +728,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     own, passthrough = _split_passthrough(args_list)
     parser = build_parser()
     args = parser.parse_args(own)
+    if args.command == "rerank" and args.query is None and not args.query_images:
+        parser.error("rerank: give the query: --query TEXT, --query-image PATH, or both")
     if passthrough:
         if args.command == "serve":
             args.vllm_args = passthrough

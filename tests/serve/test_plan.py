@@ -343,6 +343,11 @@ VL_ORIGINAL = {
 VL_CONVERTED = {**VL_ORIGINAL, "architectures": ["Qwen3VLForSequenceClassification"]}
 
 
+def test_the_users_multimodal_cache_size_wins() -> None:
+    plan = plan_launch(VL_ORIGINAL, cpu=False, extra_args=["--mm-processor-cache-gb=0"])
+    assert "--mm-processor-cache-gb" not in plan.args  # the user's own flag, passed through, is the one
+
+
 def test_an_original_vl_checkpoint_gets_the_vl_overrides_and_the_official_image_limits() -> None:
     plan = plan_launch(VL_ORIGINAL, cpu=False)
     assert (plan.family, plan.kind) == ("vl", "original")
@@ -354,6 +359,7 @@ def test_an_original_vl_checkpoint_gets_the_vl_overrides_and_the_official_image_
     }
     assert json.loads(_value(plan.args, "--limit-mm-per-prompt")) == {"image": 4, "video": 0}
     assert _value(plan.args, "--allowed-media-domains") == "none.invalid"  # the server fetches no URL
+    assert _value(plan.args, "--mm-processor-cache-gb") == "4"  # pages that come back are not processed again
     assert plan.max_model_len == 8192
     assert plan.describe().startswith("original Qwen3-VL checkpoint, max_model_len=8192")
 

@@ -15,6 +15,7 @@ from qwen3_vllm_rerank import ServerStartError, VLLMServer
 from qwen3_vllm_rerank.serve._plan import ORIGINAL_OVERRIDES, plan_launch
 from qwen3_vllm_rerank.serve._server import url_host
 from qwen3_vllm_rerank.serve._vllm_args import REDACTED, UserFlags, redact_command
+from tests.support.fake_vllm import fake_vllm
 
 ORIGINAL = {
     "architectures": ["Qwen3ForCausalLM"],
@@ -171,7 +172,7 @@ def test_an_ipv6_port_is_checked_on_ipv6(tmp_path: Path) -> None:
     """Regression: ``VLLMServer(host="::1")`` bound an IPv4 socket to "::1" (socket.gaierror)."""
     assert _has_ipv6_loopback(), "this machine has no IPv6 loopback"
     (tmp_path / "config.json").write_text(json.dumps(ORIGINAL))
-    env = {"PYTHONPATH": str(_fake_vllm(tmp_path))}
+    env = {"PYTHONPATH": str(fake_vllm(tmp_path))}
     server = VLLMServer(tmp_path, host="::1", python=sys.executable, env=env)
     command = server.command()  # chose a free port on ::1
     assert command[command.index("--host") + 1] == "::1"
@@ -187,32 +188,6 @@ def test_an_ipv6_port_is_checked_on_ipv6(tmp_path: Path) -> None:
 
 # --- the API key: in the child's environment, never in its argv or a log -----------------------------
 
-#: A stand-in for ``python -m vllm.entrypoints.openai.api_server`` (found first on PYTHONPATH): it
-#: writes what the process was started with, as the kernel shows it to every local user, and exits.
-FAKE_API_SERVER = """
-import json, os, sys
-with open("/proc/self/cmdline", "rb") as handle:
-    cmdline = handle.read().split(b"\\0")
-record = {"cmdline": [part.decode() for part in cmdline], "key": os.environ.get("VLLM_API_KEY")}
-with open(os.environ["FAKE_VLLM_RECORD"], "w") as handle:
-    json.dump(record, handle)
-sys.exit(3)
-"""
-
-
-def _fake_vllm(root: Path, version: str = "0.32.0") -> Path:
-    """A directory for PYTHONPATH holding the fake api_server and a ``vllm`` distribution of
-    ``version`` (what VLLMServer reads before planning)."""
-    package = root / "fake" / "vllm" / "entrypoints" / "openai"
-    package.mkdir(parents=True)
-    for level in (package.parent.parent, package.parent, package):
-        (level / "__init__.py").write_text("")
-    (package / "api_server.py").write_text(FAKE_API_SERVER)
-    metadata = root / "fake" / f"vllm-{version}.dist-info"
-    metadata.mkdir()
-    (metadata / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
-    return root / "fake"
-
 
 def test_the_api_key_reaches_vllm_through_its_environment_only(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
@@ -222,7 +197,7 @@ def test_the_api_key_reaches_vllm_through_its_environment_only(
     monkeypatch.delenv("VLLM_API_KEY", raising=False)
     (tmp_path / "config.json").write_text(json.dumps(ORIGINAL))
     record = tmp_path / "record.json"
-    env = {"PYTHONPATH": str(_fake_vllm(tmp_path)), "FAKE_VLLM_RECORD": str(record)}
+    env = {"PYTHONPATH": str(fake_vllm(tmp_path)), "FAKE_VLLM_RECORD": str(record)}
     server = VLLMServer(tmp_path, python=sys.executable, api_key=SECRET, env=env, startup_timeout=60)
     with caplog.at_level(logging.DEBUG, logger="qwen3_vllm_rerank"):
         with pytest.raises(ServerStartError, match="exited with code 3") as info:

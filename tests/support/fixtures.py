@@ -7,6 +7,7 @@ adapter's ``tests/``; the classes are imported by the tests that need their type
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,14 @@ class ServerPool:
             self._running.pop(victim).server.stop()
 
     def get(self, name: str) -> Served:
+        running = self._running.get(name)
+        process = running.server.process if running is not None else None
+        if running is not None and (process is None or process.poll() is not None):
+            # It died (on a loaded machine the kernel's OOM killer picks the largest process): one
+            # restart, so one lost server fails the tests that were using it, not every later one.
+            warnings.warn(f"the {name!r} vLLM server had exited; starting it again", stacklevel=2)
+            self._running.pop(name)
+            running.server.stop()
         if name in self._running:
             self._running[name] = self._running.pop(name)  # most recently used last
         else:
@@ -166,19 +175,20 @@ def server_pool(
     pool.stop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def served(server_pool: ServerPool) -> Served:
-    """The default server: the original tied checkpoint with vLLM's overrides."""
+    """The default server: the original tied checkpoint with vLLM's overrides. Module-scoped, so a
+    server that died is started again for the next module (the pool keeps it running across them)."""
     return server_pool.get("original")
 
 
-@pytest.fixture(scope="session", params=sorted(SERVING_PATHS))
+@pytest.fixture(scope="module", params=sorted(SERVING_PATHS))
 def serving_path(request: pytest.FixtureRequest, server_pool: ServerPool) -> Served:
     """Every serving path in turn."""
     return server_pool.get(request.param)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vl_served(server_pool: ServerPool) -> Served:
     """The session's one Qwen3-VL reranker server; ``served_checkpoint`` is its reference."""
     return server_pool.get("vl")

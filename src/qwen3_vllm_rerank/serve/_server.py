@@ -200,9 +200,10 @@ class VLLMServer:
         """The full command line (plans the launch if not done yet). It holds no secret: the API key
         goes to the server's environment (:meth:`environment`)."""
         if self.plan is None:
+            config = read_config(self.model)  # a bad checkpoint is named before the interpreter is run
             install = self.probe()
             self.plan = plan_launch(
-                read_config(self.model),
+                config,
                 cpu=install.cpu,
                 extra_args=self.extra_args,
                 env=self.env,
