@@ -1,17 +1,18 @@
 """pytest plumbing shared by the repository's three test trees.
 
 ``tests/`` (the core), ``integrations/langchain/tests/`` and ``integrations/llama-index/tests/`` run
-in one pytest session (``scripts/test``), so the session fixtures of ``tests/fixtures.py`` (fixture
-checkpoints, the pool of real vLLM servers) are registered here, once, for all three: an adapter
-test asking for ``served`` gets the very server the core's tests use. The adapters' tests import the
-shared helpers as ``tests.fixtures``, ``tests.corpus`` and ``tests.recording`` (the core's test
-package; the adapters' test directories have no ``__init__.py``, so they never shadow it).
+in one pytest session (``scripts/test``), so the session fixtures of ``tests/support/fixtures.py``
+(fixture checkpoints, the pool of real vLLM servers) are registered here, once, for all three: an
+adapter test asking for ``served`` gets the very server the core's tests use. The adapters' tests
+import the shared helpers from ``tests.support`` (the core's test package; the adapters' test
+directories have no ``__init__.py``, so they never shadow it).
 
 Every test that needs a vLLM server is marked ``vllm`` here: all of them reach one through the
-``server_python`` fixture (directly, or through ``server_pool`` / ``served`` / ``serving_path``), so
-the mark follows the fixture and no test can forget it. ``scripts/test -m "not vllm"`` runs the rest:
-the fast tier (and ``tests/fixtures.py`` hides the vLLM interpreter from unmarked tests, so a test that
-starts a server some other way fails in either tier instead of slowing the fast one).
+``server_python`` fixture (directly, or through ``server_pool`` / ``served`` / ``serving_path`` /
+``server_room``), so the mark follows the fixture and no test can forget it. ``scripts/test -m "not
+vllm"`` runs the rest: the fast tier (and ``tests/support/fixtures.py`` hides the vLLM interpreter
+from unmarked tests, so a test that starts a server some other way fails in either tier instead of
+slowing the fast one).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 pytest_plugins = ["tests.support.fixtures"]
 
-#: The fixture every server-backed test depends on (see tests/fixtures.py).
+#: The fixture every server-backed test depends on (see tests/support/fixtures.py).
 SERVER_FIXTURE = "server_python"
 
 

@@ -530,6 +530,7 @@ def _as_if_from_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.usefixtures("server_room")  # it starts a vLLM server of its own
 def test_serve_prints_how_to_use_it_streams_the_log_and_stops_on_ctrl_c(
     checkpoints: Checkpoints, server_python: str, tmp_path: Path
 ) -> None:
@@ -570,6 +571,7 @@ def test_serve_prints_how_to_use_it_streams_the_log_and_stops_on_ctrl_c(
             process.kill()
 
 
+@pytest.mark.usefixtures("server_room")  # it starts a vLLM server of its own
 def test_serve_stops_cleanly_on_sigterm_during_startup(
     checkpoints: Checkpoints, server_python: str, tmp_path: Path
 ) -> None:

@@ -73,6 +73,7 @@ def raw_vllm(python: str, model: Path, args: list[str], log: Path) -> Iterator[s
             os.killpg(process.pid, signal.SIGKILL)
 
 
+@pytest.mark.usefixtures("server_room")  # it starts a vLLM server of its own
 def test_converted_untied_with_original_overrides_scores_half_and_the_self_check_refuses_it(
     converted_untied: Path, server_python: str, tmp_path: Path
 ) -> None:

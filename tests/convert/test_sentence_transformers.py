@@ -217,6 +217,7 @@ def test_vllm_does_not_apply_the_checkpoints_template_by_itself(server_pool: Ser
     assert usage["prompt_tokens"] == len(tokens), "vLLM now applies the checkpoint's template: see test below"
 
 
+@pytest.mark.usefixtures("server_room")  # it starts a vLLM server of its own
 def test_vllm_applying_the_shipped_template_scores_like_the_client(
     server_pool: ServerPool, server_python: str, tmp_path: Path
 ) -> None:

@@ -130,6 +130,7 @@ def test_crash_during_start_raises_with_the_log_tail(
     assert server.process is None
 
 
+@pytest.mark.usefixtures("server_room")  # it starts a vLLM server of its own
 def test_stop_leaves_no_process_behind(checkpoints: Checkpoints, server_python: str) -> None:
     with VLLMServer(
         checkpoints.get("tied"), python=server_python, extra_args=["--dtype", "float32"]
@@ -155,6 +156,7 @@ while True:
 """
 
 
+@pytest.mark.usefixtures("server_room")  # it starts a vLLM server of its own
 async def test_server_killed_mid_batch_and_parent_sigterm_leave_nothing_behind(
     checkpoints: Checkpoints, server_python: str, tmp_path: Path
 ) -> None:
@@ -324,7 +326,9 @@ class _Records(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def exposed(server_python: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposed]:
+def exposed(
+    server_pool: ServerPool, server_python: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Exposed]:
     root = tmp_path_factory.mktemp("exposed")
     checkpoint = make_fixture_checkpoint(root / "bf16", dtype="bfloat16")
     log = root / "vllm.log"
@@ -338,15 +342,16 @@ def exposed(server_python: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     )
     records = _Records()
     logger = logging.getLogger("qwen3_vllm_rerank.server")
-    logger.addHandler(records)
-    try:
-        server.start()
-    finally:
-        logger.removeHandler(records)
-    try:
-        yield Exposed(server, records.messages, log)
-    finally:
-        server.stop()
+    with server_pool.room(6):  # two engines
+        logger.addHandler(records)
+        try:
+            server.start()
+        finally:
+            logger.removeHandler(records)
+        try:
+            yield Exposed(server, records.messages, log)
+        finally:
+            server.stop()
 
 
 def _network_address() -> str:
@@ -450,6 +455,7 @@ def test_the_api_key_is_on_no_command_line_and_still_required(server_pool: Serve
         assert http.post("/v1/score", json=pair, headers=key).status_code == 200
 
 
+@pytest.mark.usefixtures("server_room")  # it starts a vLLM server of its own
 def test_a_server_on_ipv6_loopback_with_an_api_key(
     checkpoints: Checkpoints, server_python: str, caplog: pytest.LogCaptureFixture
 ) -> None:

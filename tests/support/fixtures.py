@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,10 @@ class Checkpoints:
 class ServerPool:
     """One server per serving path, started on first use, all stopped at session end.
 
-    A vLLM CPU server holds 2-3 GB (a Qwen3-VL one ~6 GB); to stay well inside the machine's
-    memory the running servers keep within ``memory_gb`` (their ``ServingPath.memory_gb``): the
+    A vLLM CPU server holds ~3.3 GB here (a Qwen3-VL one ~5.2 GB, two data-parallel engines
+    ~5.8 GB; measured in the kernel's OOM report of a run whose servers did not fit); to stay well
+    inside the machine's memory the running servers keep within ``memory_gb`` (their
+    ``ServingPath.memory_gb``, plus what :meth:`room` holds for servers tests start themselves): the
     default "original" one and the Qwen3-VL one (the slowest to start, used by tests in all three
     trees) stay, and the least recently used of the others is stopped to make room (tests are
     grouped by server, so a stopped one is rarely needed again; it would simply be restarted).
@@ -82,6 +85,7 @@ class ServerPool:
         self.memory_gb = memory_gb
         self._running: dict[str, Served] = {}
         self._prepared: dict[str, Path] = {}
+        self._held_gb = 0.0
 
     @staticmethod
     def _path(name: str) -> ServingPath:
@@ -89,13 +93,24 @@ class ServerPool:
 
     def _make_room(self, needed_gb: float) -> None:
         def used() -> float:
-            return sum(self._path(name).memory_gb for name in self._running)
+            return self._held_gb + sum(self._path(name).memory_gb for name in self._running)
 
         while self._running and used() + needed_gb > self.memory_gb:
             victim = next((name for name in self._running if name not in self.PINNED), None)
             if victim is None:
                 break  # only pinned servers left: start anyway
             self._running.pop(victim).server.stop()
+
+    @contextmanager
+    def room(self, memory_gb: float = ServingPath.memory_gb) -> Iterator[None]:
+        """Room for a server a test starts itself: the pool's servers are stopped (least recently
+        used first, never the pinned ones) until it fits, and it is counted until the block ends."""
+        self._make_room(memory_gb)
+        self._held_gb += memory_gb
+        try:
+            yield
+        finally:
+            self._held_gb -= memory_gb
 
     def get(self, name: str) -> Served:
         running = self._running.get(name)
@@ -173,6 +188,13 @@ def server_pool(
     pool = ServerPool(checkpoints, tmp_path_factory.mktemp("servers"), server_python)
     yield pool
     pool.stop_all()
+
+
+@pytest.fixture
+def server_room(server_pool: ServerPool) -> Iterator[None]:
+    """For a test that starts a text vLLM server of its own: room for it in the pool's budget."""
+    with server_pool.room():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -64,8 +64,9 @@ class ServingPath:
     extra_args: tuple[str, ...] = field(default=())
     api_key: str | None = None
     self_check: bool = True
-    #: Resident memory of the server here, for the pool's budget (a Qwen3-VL one holds ~6 GB).
-    memory_gb: float = 2.5
+    #: Resident memory of the server here, for the pool's budget (measured: a text one ~3.3 GB,
+    #: a Qwen3-VL one ~5.2 GB).
+    memory_gb: float = 3.5
     #: Which vLLM serves it: "newest" ($QWEN3_VLLM_RERANK_SERVER_PYTHON, vLLM 0.32) or "oldest"
     #: ($QWEN3_VLLM_RERANK_OLDEST_SERVER_PYTHON, vLLM 0.27, for the compatibility tier).
     vllm: Literal["newest", "oldest"] = "newest"

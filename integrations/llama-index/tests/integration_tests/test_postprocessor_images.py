@@ -60,7 +60,10 @@ def rerank_events() -> Iterator[RerankEvents]:
     root.event_handlers.remove(handler)
 
 
-def _nodes(tmp_path: Path) -> tuple[list[TextNode], dict[str, Side]]:
+def _nodes(tmp_path: Path, *, indexed: bool = False) -> tuple[list[TextNode], dict[str, Side]]:
+    """Text and image nodes, and what the reference scores each as. ``VectorStoreIndex`` skips nodes
+    whose embed-mode content is empty, so for an index the file's node carries the metadata a
+    directory reader gives it (and is scored with it: ``metadata_mode`` defaults to EMBED)."""
     pictures = [_noise(64, 64, 11), _noise(90, 140, 12)]
     path = tmp_path / "lake.png"
     pictures[1].save(path)
@@ -69,13 +72,15 @@ def _nodes(tmp_path: Path) -> tuple[list[TextNode], dict[str, Side]]:
     nodes: list[TextNode] = [
         TextNode(text="Mountain lakes are fed by snowmelt.", id_="text"),
         ImageNode(text="A lake at dawn", image=base64.b64encode(buffer.getvalue()).decode(), id_="b64"),
-        ImageNode(text="", image_path=str(path), id_="path"),
+        ImageNode(
+            text="", image_path=str(path), metadata={"file_name": path.name} if indexed else {}, id_="path"
+        ),
         TextNode(text="Deserts get little rain.", id_="desert"),
     ]
     sides = {
         "text": Side("Mountain lakes are fed by snowmelt."),
         "b64": Side("A lake at dawn", [pictures[0]]),
-        "path": Side(None, [pictures[1]]),
+        "path": Side(f"file_name: {path.name}" if indexed else None, [pictures[1]]),
         "desert": Side("Deserts get little rain."),
     }
     return nodes, sides
@@ -84,12 +89,13 @@ def _nodes(tmp_path: Path) -> tuple[list[TextNode], dict[str, Side]]:
 async def test_image_nodes_in_a_query_engine_sync_and_async_with_events(
     vl_served: Served, tmp_path: Path, rerank_events: RerankEvents
 ) -> None:
-    nodes, sides = _nodes(tmp_path)
+    nodes, sides = _nodes(tmp_path, indexed=True)
     ids = list(sides)
     scores = reference_scores(vl_served.served_checkpoint, Side(QUERY), [sides[i] for i in ids])
     expected = dict(zip(ids, scores, strict=True))
     best = sorted(ids, key=lambda i: -expected[i])[:2]
     index = VectorStoreIndex(nodes, embed_model=MockEmbedding(embed_dim=8))
+    assert len(index.docstore.docs) == len(nodes), "the index keeps every node"
     reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=2)
     engine = index.as_query_engine(llm=MockLLM(), similarity_top_k=4, node_postprocessors=[reranker])
     for response in (engine.query(QUERY), await engine.aquery(QUERY)):
@@ -185,13 +191,14 @@ def _unusable(tmp_path: Path) -> tuple[list[TextNode], PILImage.Image]:
 async def test_passthrough_in_a_query_engine_scores_the_others_and_returns_unusable_nodes_last(
     vl_served: Served, tmp_path: Path, rerank_events: RerankEvents
 ) -> None:
-    good, sides = _nodes(tmp_path)
+    good, sides = _nodes(tmp_path, indexed=True)
     bad, _ = _unusable(tmp_path)
     ids = list(sides)
     scores = reference_scores(vl_served.served_checkpoint, Side(QUERY), [sides[i] for i in ids])
     expected = dict(zip(ids, scores, strict=True))
     best = sorted(ids, key=lambda i: -expected[i])
     index = VectorStoreIndex([*good, *bad], embed_model=MockEmbedding(embed_dim=8))
+    assert len(index.docstore.docs) == len(good) + len(bad), "the index keeps every node"
     reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=None, on_error="passthrough")
     retrieve_all = len(good) + len(bad)
     engine = index.as_query_engine(
