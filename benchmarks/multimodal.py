@@ -18,7 +18,7 @@ on either side helps):
 * ``RerankClient.score`` against the server (one request of 100 documents: its default batch);
 * the client's image preparation alone (decode, resize, PNG-encode; no request): where the
   client's share of the time goes;
-* the transformers reference (``tests/reference_vl.py``: the official ``Qwen3VLReranker``'s
+* the transformers reference (``tests/support/reference_vl.py``: the official ``Qwen3VLReranker``'s
   way, one pair at a time through the checkpoint's chat template and image processor).
 
 The same pairs are scored by both for a score check (float32 on both sides).
@@ -139,8 +139,8 @@ def run(args: argparse.Namespace) -> Result:
         "calls": f"one text query x {n_docs} documents; images: all images; mixed: a third text, a third "
         "image, a third text + image; images 192-640 px (crops of matplotlib's sample photos, scans, maps, "
         "charts), JPEG and PNG files",
-        "reference": f"tests/reference_vl.py (the official code's way: one pair at a time), torch threads "
-        f"{torch.get_num_threads()}",
+        "reference": "tests/support/reference_vl.py (the official code's way: one pair at a time), "
+        f"torch threads {torch.get_num_threads()}",
         "repetitions": f"{reps}, interleaved, order rotated; fresh images and a fresh query every time",
     }
     report = header("Images: RerankClient + VLLMServer vs the transformers reference", python, workload)
@@ -225,15 +225,19 @@ def _report(
     }
     headlines = [
         (
-            f"docs/s, RerankClient + VLLMServer / transformers reference, {n_docs} {kind} documents "
-            "(tiny Qwen3-VL fixture)",
+            f"pipeline overhead (tiny Qwen3-VL fixture, no compute): docs/s, RerankClient + VLLMServer / "
+            f"transformers reference, {n_docs} {kind} documents",
             fmt(speed[kind][CLIENT] / speed[kind][REFERENCE]),
             "",
         )
         for kind in times
     ]
     headlines.append(
-        ("max score difference vs the Qwen3-VL reference (float32)", fmt(max(map(max, diffs.values()))), "")
+        (
+            "max score difference vs the Qwen3-VL reference (float32, tiny fixture)",
+            fmt(max(map(max, diffs.values()))),
+            "",
+        )
     )
     return Result("multimodal", report, data, headlines)
 

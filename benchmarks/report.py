@@ -8,7 +8,7 @@ concurrency), ``results/README.md`` (everything in one page), and replaces the t
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` in the repository's README.md with a
 summary. It fails loudly if the markers are missing, after writing the results.
 
-    python benchmarks/report.py [--quick] [--only NAME ...] [--no-readme]
+    python benchmarks/report.py [--quick] [--only NAME ...] [--no-readme] [--summary-only]
 """
 
 from __future__ import annotations
@@ -116,6 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--server-python", default=None)
     parser.add_argument("--no-readme", action="store_true", help="do not touch README.md")
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="run nothing: rewrite results/README.md and the README section from the saved results",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     common += ["--verbose"] * args.verbose
 
-    for name in args.only:
+    for name in [] if args.summary_only else args.only:
         module = importlib.import_module(name)
         print(f"# running {name}", file=sys.stderr, flush=True)
         start = time.perf_counter()

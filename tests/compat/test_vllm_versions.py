@@ -6,10 +6,13 @@ template detection, fidelity to the reference scores, and the paths ``--api-key`
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 
 from qwen3_vllm_rerank import AsyncRerankClient, RerankClient, RerankHTTPError
+from qwen3_vllm_rerank.serve._cpu import RESERVED_CPU_ENV
 from tests.serve.exposure_checks import assert_exactly_the_listed_paths_are_open
 from tests.support.fixtures import Served, ServerPool
 from tests.support.pairs import FIDELITY_CASES
@@ -51,6 +54,22 @@ def test_discovery_and_template_detection(versioned: tuple[str, Served]) -> None
     with RerankClient(served.base_url) as keyless, pytest.raises(RerankHTTPError) as info:
         keyless.score("q", ["a"])
     assert info.value.status_code == 401
+
+
+def test_the_model_computes_on_the_cores_the_plan_chose(versioned: tuple[str, Served]) -> None:
+    """Each version honours the plan's core reservation: on a small machine (this one has 2 cores)
+    the model's threads are bound to every core; elsewhere vLLM keeps its own reservation."""
+    _, served = versioned
+    plan, log_file = served.server.plan, served.server.log_file
+    assert plan is not None
+    assert log_file is not None
+    log = log_file.read_text(errors="replace")
+    assert "reserved_cpus=" in log, "vLLM logs its OpenMP binding"
+    if plan.env.get(RESERVED_CPU_ENV) == "0":
+        assert f"core ids={sorted(os.sched_getaffinity(0))}" in log
+        assert "reserved_cpus=[]" in log
+    else:
+        assert "reserved_cpus=[]" not in log
 
 
 async def test_scores_match_the_reference(versioned: tuple[str, Served]) -> None:

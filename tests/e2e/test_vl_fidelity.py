@@ -2,7 +2,7 @@
 
 Raw ``/v1/score`` requests built with ``prompt.vl_query_param`` / ``prompt.vl_document_param``
 and ``images.prepare_image`` (no server template: the client formats the prompt), compared
-with ``tests/reference_vl.py`` (transformers, float32) on text-only, image-only and
+with ``tests/support/reference_vl.py`` (transformers, float32) on text-only, image-only and
 text+image documents, two images in one document, image queries, images that need resizing
 and a custom instruction. The session's one VL server (``vl_served``, started by ``VLLMServer`` with the flags it
 chooses for a Qwen3-VL checkpoint).

@@ -6,6 +6,7 @@ always win."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -295,6 +296,62 @@ def test_a_kv_space_the_user_chose_is_kept_and_the_length_fits_it(monkeypatch: p
     )
     assert fraction.env == {}
     assert fraction.max_model_len == 8192
+
+
+# --- cores: a small machine computes on all of them -------------------------------------------------
+
+RESERVED = "VLLM_CPU_NUM_OF_RESERVED_CPU"
+
+
+def _cores(n: int | None) -> CpuInfo:
+    return CpuInfo("x86_64", AVX512_BF16.flags, n)
+
+
+@pytest.mark.parametrize("cores", [1, 2, 4])
+def test_on_a_small_machine_no_core_is_kept_from_the_model(
+    cores: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(RESERVED, raising=False)
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    plan = plan_launch(ORIGINAL, cpu=True, cpu_info=_cores(cores), env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert plan.env == {RESERVED: "0"}
+    assert f"no core reserved for vLLM's scheduler ({RESERVED}=0)" in plan.describe()
+    assert f"1 of this machine's {cores}" in plan.describe()
+
+
+@pytest.mark.parametrize(
+    ("cores", "user_env", "extra_args"),
+    [
+        (8, {}, []),  # a bigger machine: one core for the scheduler is a small share
+        (None, {}, []),  # unknown
+        (2, {RESERVED: "1"}, []),  # the user's value
+        (2, {RESERVED: ""}, []),
+        (2, {"VLLM_CPU_OMP_THREADS_BIND": "0-1"}, []),  # the user's own binding: no reservation applies
+        (2, {}, ["-dp", "2"]),  # several workers: each engine's scheduler needs its core
+        (2, {}, ["--tensor-parallel-size", "2"]),
+    ],
+)
+def test_vllms_core_reservation_stays_where_it_is_not_ours_to_change(
+    cores: int | None, user_env: dict[str, str], extra_args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(RESERVED, raising=False)
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **user_env}
+    plan = plan_launch(ORIGINAL, cpu=True, cpu_info=_cores(cores), env=env, extra_args=extra_args)
+    assert RESERVED not in plan.env
+    assert "no core reserved" not in plan.describe()
+
+
+def test_a_reservation_in_this_processs_environment_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RESERVED, "1")
+    plan = plan_launch(ORIGINAL, cpu=True, cpu_info=_cores(2), env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert RESERVED not in plan.env
+
+
+def test_gpus_and_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(RESERVED, raising=False)
+    assert RESERVED not in plan_launch(ORIGINAL, cpu=False, cpu_info=_cores(2)).env
+    assert read_cpu_info().cores == len(os.sched_getaffinity(0))
 
 
 # --- network exposure ----------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from typing import Any
 from .._checkpoints import ARCHITECTURES, CheckpointKind, Family, architecture_of
 from ..errors import ServerStartError
 from ..images._geometry import IMAGE_FACTOR, MAX_PIXELS, MIN_PIXELS
-from ._cpu import CpuInfo, choose_dtype
+from ._cpu import CpuInfo, choose_dtype, choose_reserved_cpus
 from ._exposure import GUARDED_PATH_PREFIXES, UNGUARDED_PATHS, exposure_warnings
 from ._memory import GpuMemory, dtype_bytes, size_gpu_memory
 from ._vllm_args import UserFlags, human_int
@@ -286,6 +286,9 @@ def plan_launch(
         )
         new_env.update(kv_env)
         notes += kv_notes
+        cores_env, cores_notes = choose_reserved_cpus(cpu_info, env or {}, workers=_workers(flags))
+        new_env.update(cores_env)
+        notes += cores_notes
     else:
         memory = _size_gpu(
             config,
@@ -385,8 +388,7 @@ def _size_cpu_kv_cache(
     """
     tp = flags.int_value("--tensor-parallel-size", 1)
     pp = flags.int_value("--pipeline-parallel-size", 1)
-    engines = flags.int_value("--data-parallel-size-local", flags.int_value("--data-parallel-size", 1))
-    workers = max(engines, 1) * max(tp, 1) * max(pp, 1)
+    workers = _workers(flags)
     kv_dtype = flags.value("--kv-cache-dtype")
     per_token = kv_bytes_per_token(
         config, kv_dtype if kv_dtype not in (None, "auto") else dtype, tp=tp, pp=pp
@@ -420,6 +422,15 @@ def _size_cpu_kv_cache(
         length = int(fits // 32 * 32)
         notes.append(f"max_model_len shortened to {length} to fit the KV cache")
     return length, new_env, notes
+
+
+def _workers(flags: UserFlags) -> int:
+    """vLLM's worker processes on this machine: each engine (``--data-parallel-size``, or
+    ``--data-parallel-size-local`` on this node) times its tensor- and pipeline-parallel workers."""
+    tp = flags.int_value("--tensor-parallel-size", 1)
+    pp = flags.int_value("--pipeline-parallel-size", 1)
+    engines = flags.int_value("--data-parallel-size-local", flags.int_value("--data-parallel-size", 1))
+    return max(engines, 1) * max(tp, 1) * max(pp, 1)
 
 
 #: Image tokens of the largest image the official reranker sends (its ``max_pixels``), plus the
