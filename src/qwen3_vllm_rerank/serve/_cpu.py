@@ -131,8 +131,9 @@ def choose_reserved_cpus(
     out of the model's OpenMP threads, for its scheduler process. On a machine of at most
     :data:`SMALL_MACHINE_CORES` cores that is a quarter to a half of the compute: on 2 cores the
     model ran on one, and with ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` the same server scored 1.9x the
-    page images and 1.8x the text paragraphs per second (Qwen3-VL-Reranker-2B widths, one worker;
-    ``benchmarks/vl_realistic.py``). So a single worker on such a machine reserves none; a value the
+    page images and 1.8x the text paragraphs per second (Qwen3-VL-Reranker-2B widths, one worker,
+    measured side by side; ``benchmarks/vs_transformers.py``'s ``reserved-core`` variant measures it
+    for text paragraphs). So a single worker on such a machine reserves none; a value the
     user set (``env`` or this process's environment), a thread binding of their own, several
     workers, a bigger machine or an unknown core count keep vLLM's default.
     """
