@@ -1,11 +1,11 @@
-"""pytest plumbing shared by the repository's three test trees.
+"""pytest plumbing shared by the repository's four test trees.
 
-``tests/`` (the core), ``integrations/langchain/tests/`` and ``integrations/llama-index/tests/`` run
-in one pytest session (``scripts/test``), so the session fixtures of ``tests/support/fixtures.py``
-(fixture checkpoints, the pool of real vLLM servers) are registered here, once, for all three: an
-adapter test asking for ``served`` gets the very server the core's tests use. The adapters' tests
-import the shared helpers from ``tests.support`` (the core's test package; the adapters' test
-directories have no ``__init__.py``, so they never shadow it).
+``tests/`` (the core), ``integrations/langchain/tests/``, ``integrations/llama-index/tests/`` and
+``integrations/haystack/tests/`` run in one pytest session (``scripts/test``), so the session fixtures
+of ``tests/support/fixtures.py`` (fixture checkpoints, the pool of real vLLM servers) are registered
+here, once, for all four: an adapter test asking for ``served`` gets the very server the core's tests
+use. The adapters' tests import the shared helpers from ``tests.support`` (the core's test package;
+the adapters' test directories have no ``__init__.py``, so they never shadow it).
 
 Every test that needs a vLLM server is marked ``vllm`` here: all of them reach one through the
 ``server_python`` fixture (directly, or through ``server_pool`` / ``served`` / ``serving_path`` /
@@ -17,7 +17,13 @@ slowing the fast one).
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Haystack reads this once, when it is first imported, and otherwise sends usage telemetry over the
+# network; a test may use loopback only. Subprocesses (examples, wheel pipelines) inherit it.
+os.environ["HAYSTACK_TELEMETRY_ENABLED"] = "False"
 
 pytest_plugins = ["tests.support.fixtures"]
 

@@ -1,14 +1,13 @@
-"""Run the benchmarks, write ``benchmarks/results/``, plot throughput, refresh the README section.
+"""Run the benchmarks, write ``benchmarks/results/``, plot throughput.
 
 Runs client_overhead, concurrency, prefix_cache, vs_transformers, multimodal and vl_realistic in
 turn (each starts and stops its own server), writes ``results/<name>.md`` and ``.json`` for each
 (and ``results/<name>.png`` for a benchmark with its own ``plot``),
 ``results/throughput.png`` (docs/s and latency of AsyncRerankClient by batch size and
-concurrency), ``results/README.md`` (everything in one page), and replaces the text between
-``<!-- bench:start -->`` and ``<!-- bench:end -->`` in the repository's README.md with a
-summary. It fails loudly if the markers are missing, after writing the results.
+concurrency) and ``results/README.md`` (everything in one page: the headline table first). The
+repository's README and the docs site link that page; neither copies a figure.
 
-    python benchmarks/report.py [--quick] [--only NAME ...] [--no-readme] [--summary-only]
+    python benchmarks/report.py [--quick] [--only NAME ...] [--summary-only]
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, Result, md_table, setup_logging
+from _common import Result, md_table, setup_logging
 
 BENCHMARKS = (
     "client_overhead",
@@ -32,7 +31,6 @@ BENCHMARKS = (
     "vl_realistic",
 )
 RESULTS = Path(__file__).resolve().parent / "results"
-START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
 def plot(sweep: list[dict[str, Any]], path: Path, subtitle: str) -> None:
@@ -99,27 +97,15 @@ def flags_line(results: list[Result]) -> str:
     return "CPU flags not recorded"
 
 
-def update_readme(readme: Path, text: str) -> None:
-    content = readme.read_text()
-    if content.count(START) != 1 or content.count(END) != 1 or content.index(START) > content.index(END):
-        raise SystemExit(
-            f"{readme} must contain exactly one {START} followed by one {END}; the results are in {RESULTS}"
-        )
-    head, rest = content.split(START)
-    _, tail = rest.split(END)
-    readme.write_text(f"{head}{START}{text}{END}{tail}")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--quick", action="store_true", help="pass --quick to every benchmark")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--server-python", default=None)
-    parser.add_argument("--no-readme", action="store_true", help="do not touch README.md")
     parser.add_argument(
         "--summary-only",
         action="store_true",
-        help="run nothing: rewrite results/README.md and the README section from the saved results",
+        help="run nothing: rewrite results/README.md from the saved results",
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -151,8 +137,6 @@ def main(argv: list[str] | None = None) -> None:
     (RESULTS / "README.md").write_text(
         "# Benchmark results\n" + summary(results, where="") + "\n".join(r.markdown for r in results)
     )
-    if not args.no_readme:
-        update_readme(REPO / "README.md", summary(results))
     print(f"wrote {RESULTS}", file=sys.stderr)
 
 

@@ -159,11 +159,11 @@ class Stopwatch:
 
     Wraps the two stages of the image pipeline as the client calls them (private names of
     ``qwen3_vllm_rerank.images._calls``): ``load`` (read the source, look it up in the
-    prepared-image cache, check its header; in the calling thread) and ``finish`` (decode, RGB,
-    resize, PNG + base64 + hash; in the decoding pool), and, inside ``finish``, Pillow's
-    ``Image.resize``. ``load`` and the part of ``finish`` up to the end of its resize are
-    **prepare**, the rest of ``finish`` is **encode** (a ``finish`` that resizes nothing, a cache
-    hit on the pixels, is all prepare). A stage the client skips (a cache hit) costs nothing here,
+    prepared-image cache, check its header; in the calling thread) and ``start`` (decode, RGB,
+    resize and PNG in the decode sandbox's worker process, then base64 and hash here), timed from
+    the call to its future's end. ``load`` is **prepare**, ``start`` is **encode**: the resize
+    happens in the worker process, so the two cannot be split at it any more. A stage the client
+    skips (a cache hit) costs nothing here,
     as it should. The client prepares a call's images in parallel, so the stages' seconds summed
     over threads can exceed the wall time they take: the image phase's wall time (the union of
     the stages' intervals) is shared between prepare and encode in proportion to their sums.
@@ -171,7 +171,7 @@ class Stopwatch:
     response's headers (the server's share).
     """
 
-    STAGES = ("load", "finish")
+    STAGES = ("load", "start")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -184,8 +184,6 @@ class Stopwatch:
 
     @contextmanager
     def installed(self) -> Iterator[Stopwatch]:
-        from PIL import Image as PILImage
-
         from qwen3_vllm_rerank.images import _calls
 
         originals: dict[str, Callable[..., Any]] = {}
@@ -197,14 +195,11 @@ class Stopwatch:
             originals[name] = original
         if "load" in originals:
             _calls.load = self._timed_load(originals["load"])  # type: ignore[attr-defined]
-        if "finish" in originals:
-            _calls.finish = self._timed_finish(originals["finish"])  # type: ignore[attr-defined]
-        resize = PILImage.Image.resize
-        PILImage.Image.resize = self._marked_resize(resize)  # type: ignore[method-assign]
+        if "start" in originals:
+            _calls.start = self._timed_start(originals["start"])  # type: ignore[attr-defined]
         try:
             yield self
         finally:
-            PILImage.Image.resize = resize  # type: ignore[method-assign]
             for name, original in originals.items():
                 setattr(_calls, name, original)
 
@@ -225,33 +220,19 @@ class Stopwatch:
 
         return timed
 
-    def _timed_finish(self, finish: Callable[..., Any]) -> Callable[..., Any]:
-        local = self._local
-
+    def _timed_start(self, start_work: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            local.resized = None
-            local.active = True
             start = time.perf_counter()
-            try:
-                return finish(*args, **kwargs)
-            finally:
+            future = start_work(*args, **kwargs)
+
+            def ended(_: Any) -> None:
                 stop = time.perf_counter()
-                local.active = False
-                resized = local.resized or stop
-                self._record(start, stop, resized - start, stop - resized)
+                self._record(start, stop, 0.0, stop - start)
+
+            future.add_done_callback(ended)
+            return future
 
         return timed
-
-    def _marked_resize(self, resize: Callable[..., Any]) -> Callable[..., Any]:
-        local = self._local
-
-        def marked(*args: Any, **kwargs: Any) -> Any:
-            result = resize(*args, **kwargs)
-            if getattr(local, "active", False):
-                local.resized = time.perf_counter()
-            return result
-
-        return marked
 
     def hooks(self) -> dict[str, list[Callable[..., Any]]]:
         """httpx event hooks timing the score requests."""

@@ -195,26 +195,25 @@ def test_a_failed_call_passes_its_documents_through_in_retrieval_order_before_th
     reported=st.sets(st.integers(min_value=0, max_value=11)),
     connection_fails=st.booleans(),
 )
-def test_passthrough_returns_every_document_once_and_sends_at_most_twice(
+def test_passthrough_returns_every_document_once_after_at_most_one_send(
     count: int, flagged: set[int], reported: set[int], connection_fails: bool
 ) -> None:
-    """With passthrough, each document comes back exactly once, unusable ones last, after at most two sends."""
+    """With passthrough, each document comes back exactly once, unusable ones last, after one send
+    at most: the client names the unusable documents in the same call that scores the others."""
     flagged = {i for i in flagged if i < count}  # found by the adapter
     documents: list[str | Unusable] = [Unusable("bad") if i in flagged else f"doc {i}" for i in range(count)]
     call = RerankCall(documents, "passthrough", LOGGER)
-    sends = 0
-    while (sent := call.to_send()) is not None:
-        sends += 1
-        assert sent
-        assert not any(isinstance(d, Unusable) for d in sent), "never sent"
-        on_first = sends == 1 and {i for i in reported if i < len(sent)}
-        if on_first:  # the client finds unusable documents among those sent
-            call.failed(UnusableDocuments(dict.fromkeys(on_first, "cannot be read")))
-        elif connection_fails:
-            call.failed(RerankConnectionError("http://127.0.0.1:9"))
-        else:
-            call.scored([_result(i, 1 - i / 100) for i in range(len(sent))])
-    assert sends <= 2
+    assert call.lenient
+    sent = call.to_send
+    assert not any(isinstance(d, Unusable) for d in sent), "never sent"
+    assert len(sent) == count - len(flagged)
+    if sent and connection_fails:
+        call.failed(RerankConnectionError("http://127.0.0.1:9"))
+    elif sent:  # the client names unusable documents among those sent and scores the others
+        named = {i for i in reported if i < len(sent)}
+        results = [_result(i, 1 - i / 100) for i in range(len(sent)) if i not in named]
+        call.scored(results, dict.fromkeys(named, "cannot be read"))
+    assert call.to_send == [], "one client call"
     returned = items_to_return(call.outcome(), RerankSettings(top_n=None))
     assert sorted(i.index for i in returned) == list(range(count))
     statuses = [i.status for i in returned]
@@ -229,3 +228,48 @@ def test_raise_mode_raises_the_documents_found_unusable_before_any_send() -> Non
     with pytest.raises(UnusableDocuments) as raised:
         RerankCall(["fine", Unusable("its image is not valid base64"), "fine"], "raise", LOGGER)
     assert raised.value.reasons == {1: "its image is not valid base64"}
+
+
+# -- the Haystack ranker: a Haystack component (its own metaclass), so keyword arguments, not fields ---
+
+
+def test_the_haystack_rankers_keywords_are_the_client_options_with_the_tables_defaults_docs_and_types(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from haystack.utils import Secret
+
+    from haystack_integrations.components.rankers.qwen3_vllm_rerank import Qwen3VLLMRanker
+
+    monkeypatch.delenv(BASE_URL_ENV, raising=False)
+    parameters = inspect.signature(Qwen3VLLMRanker.__init__).parameters
+    haystack_own = {
+        "top_k",
+        "score_threshold",
+        "on_error",
+        "meta_fields_to_embed",
+        "meta_data_separator",
+        "file_path_meta_field",
+        "root_path",
+    }
+    assert set(parameters) - {"self"} == set(option_names()) | INJECTED | haystack_own
+    hints = typing.get_type_hints(Qwen3VLLMRanker.__init__)
+    table = typing.get_type_hints(ClientOptions)
+    doc = _squeezed(Qwen3VLLMRanker.__doc__)
+    for name in set(option_names()) - {"api_key"}:
+        assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name
+        assert parameters[name].default == option_default(name), name
+        assert hints[name] == table[name], name
+        assert _squeezed(option_doc(name)) in doc, name
+    # The key is a Haystack Secret read from $VLLM_API_KEY (Haystack's vLLM convention); unset, the
+    # core client reads its own variable.
+    assert parameters["api_key"].default == Secret.from_env_var("VLLM_API_KEY", strict=False)
+    assert hints["api_key"] == Secret | None
+    for name in haystack_own | INJECTED | {"api_key"}:
+        assert f"{name}:" in (Qwen3VLLMRanker.__doc__ or ""), name
+    # The result shaping and on_error behave as the shared settings say.
+    ranker = Qwen3VLLMRanker(on_error="passthrough", top_k=2, score_threshold=0.5)
+    assert ranker.settings.on_error == "passthrough"
+    assert (ranker.top_k, ranker.score_threshold) == (2, 0.5)
+    assert {name: getattr(ranker.settings, name) for name in set(option_names()) - {"api_key"}} == {
+        name: option_default(name) for name in set(option_names()) - {"api_key"}
+    }

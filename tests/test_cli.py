@@ -686,3 +686,59 @@ def test_serve_gpu_memory_caps_what_the_server_holds(tmp_path: Path) -> None:
     command = next(line for line in result.stderr.splitlines() if "command: " in line)
     assert "--kv-cache-memory-bytes" in command
     assert "--gpu-memory-utilization" in command
+
+
+# --- what the CLI prints from its input is safe on a terminal (issue 23, hole 11) -------------
+
+#: Retrieved text that drives a terminal: set the window title, clear the screen, override the
+#: text's direction (Trojan Source), an 8-bit CSI, and a cell split by tab and newline.
+HOSTILE = {
+    "\x1b]0;title\x07": "\\x1b]0;title\\x07",
+    "\x1b[2J": "\\x1b[2J",
+    "\u202e": "\\u202e",
+    "\x9b31m": "\\x9b31m",
+    "a\tb\nc": "a\\x09b\\x0ac",
+}
+
+
+@pytest.mark.parametrize("raw", sorted(HOSTILE))
+def test_terminal_safe_writes_control_characters_as_escapes(raw: str) -> None:
+    from qwen3_vllm_rerank.cli import terminal_safe
+
+    shown = terminal_safe(f"doc {raw} end")
+    assert shown == f"doc {HOSTILE[raw]} end"
+    assert shown.isprintable()
+
+
+def _printable_lines(text: str) -> bool:
+    return all(line.isprintable() for line in text.split("\n"))
+
+
+def test_rerank_shows_hostile_json_lines_escaped(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Documents on stdin carrying escape sequences reach the table, the JSON and the error
+    line escaped (against a loopback server speaking vLLM's API)."""
+    from tests.client.test_wire_faults import FakeVLLM, _scores
+
+    documents = ["\x1b]0;title\x07 pwned", "\x1b[2J\u202e cleared"]  # FakeVLLM scores two documents
+    lines = "\n".join(json.dumps(d) for d in documents) + "\n"
+    with FakeVLLM(_scores) as server:
+        monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+        assert main(["rerank", "--base-url", server.url(), "-q", "q"]) == 0
+        out = capsys.readouterr().out
+        assert _printable_lines(out)
+        assert "\\x1b]0;title\\x07 pwned" in out
+        assert "\\x1b[2J\\u202e cleared" in out
+
+        monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+        assert main(["rerank", "--base-url", server.url(), "-q", "q", "--json"]) == 0
+        out = capsys.readouterr().out
+        assert _printable_lines(out)
+        assert sorted(row["document"] for row in json.loads(out)) == sorted(documents)  # the same values
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"image": "\u202e\x1b[2J.png"}) + "\n"))
+    assert main(["rerank", "--base-url", "http://127.0.0.1:9", "-q", "q"]) == 1
+    err = capsys.readouterr().err
+    assert _printable_lines(err)
+    assert "\\u202e" in err

@@ -283,3 +283,42 @@ def test_the_rules_catch_what_they_claim() -> None:
     assert _cycles(graph) == [["images", "images._preparing"]]
     found = {(v.importer, v.imported) for v in _layer_violations(graph)}
     assert found == {("serve._plan", "client._flow"), ("client._flow", "images._preparing")}
+
+
+# --- the adapter distributions (integrations/*) use the core's faces only ------------------------
+
+INTEGRATIONS = SRC.parents[1] / "integrations"
+#: What an adapter distribution may import of the core: the package's face, the shared adapter
+#: contract, the client's and images' faces, and the one option table its settings are declared from.
+ADAPTER_IMPORTS = frozenset({"__init__", "adapters", "client", "images", "client._options"})
+
+
+def _adapter_modules() -> list[Module]:
+    packages = [p for p in INTEGRATIONS.rglob("*.py") if "tests" not in p.relative_to(INTEGRATIONS).parts]
+    return [Module(str(path.relative_to(INTEGRATIONS)), path) for path in sorted(packages)]
+
+
+def test_the_adapter_distributions_import_only_the_cores_faces() -> None:
+    modules = _modules()
+    adapters = _adapter_modules()
+    assert {m.path.relative_to(INTEGRATIONS).parts[0] for m in adapters} >= {
+        "langchain",
+        "llama-index",
+        "haystack",
+    }
+    found: set[str] = set()
+    for adapter in adapters:
+        tree = ast.parse(adapter.path.read_text(), filename=str(adapter.path))
+        for node in ast.walk(tree):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [f"{node.module}.{alias.name}" for alias in node.names]
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+                else []
+            )
+            for dotted in names:
+                target = _target(dotted, modules)
+                if target is not None and target not in ADAPTER_IMPORTS:
+                    found.add(f"{adapter.name}:{node.lineno} imports {PACKAGE}.{target}")
+    assert not found, "\n  ".join(["adapters reaching into the core's private modules:", *sorted(found)])

@@ -126,3 +126,19 @@ def test_every_error_shares_one_root() -> None:
     assert issubclass(errors.UnusableDocuments, errors.InvalidInput)
     assert issubclass(errors.RerankTimeoutError, TimeoutError)
     assert issubclass(errors.RerankConnectionError, ConnectionError)
+
+
+#: Each adapter distribution's package -> the names it exports (its classes; nothing else).
+ADAPTER_PACKAGES = {
+    "langchain_qwen3_vllm_rerank": {"Qwen3VLLMCrossEncoder", "Qwen3VLLMReranker"},
+    "llama_index.postprocessor.qwen3_vllm_rerank": {"Qwen3VLLMReranker"},
+    "haystack_integrations.components.rankers.qwen3_vllm_rerank": {"Qwen3VLLMRanker"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(ADAPTER_PACKAGES))
+def test_each_adapter_package_all_is_pinned(package: str) -> None:
+    module = importlib.import_module(package)
+    assert set(module.__all__) == ADAPTER_PACKAGES[package]
+    for name in module.__all__:
+        assert getattr(module, name).__module__.startswith(f"{package}."), "defined in its own module"

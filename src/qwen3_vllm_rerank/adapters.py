@@ -12,11 +12,15 @@ Also here: one adapter call (:meth:`RerankSettings._rerank` / ``_arerank``: whic
 
 Which failure is which: a programmer error (a document of the wrong type, a ``page_content``
 of ``None``, an empty query) is :class:`~qwen3_vllm_rerank.InvalidInput` and always raised;
-retrieved data that cannot be scored (an image that cannot be read, is refused or cannot be
-fetched) is :class:`~qwen3_vllm_rerank.UnusableDocuments`: raised with ``on_error="raise"``,
-and with ``"passthrough"`` those documents come back last, unscored, and the others are
-scored; a failed server or transport is any other :class:`~qwen3_vllm_rerank.Qwen3RerankError`:
-raised, or with ``"passthrough"`` the documents come back in retrieval order, unscored.
+whatever one document's content does, it can fail only that document: retrieved data that
+cannot be scored (an image that cannot be read, is refused or cannot be fetched, an image
+value of a type that is no image, more images than the server takes per prompt, a text that
+cannot be shown to fit the token budget) is :class:`~qwen3_vllm_rerank.UnusableDocuments`:
+raised with ``on_error="raise"``, naming every such document at once before any score batch
+is sent, and with ``"passthrough"`` those documents come back last, unscored, and the others
+are scored in the same client call; a failed server or transport is any other
+:class:`~qwen3_vllm_rerank.Qwen3RerankError`: raised, or with ``"passthrough"`` the documents
+come back in retrieval order, unscored.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -283,12 +287,15 @@ class Reranked:
 class RerankCall:
     """The bookkeeping of one adapter call on ``documents``: which are sent, which were
     dropped, and what came back; ``on_error`` decides what a failure does, warnings go to
-    ``logger``. Drive it with :meth:`to_send`, then :meth:`scored` or :meth:`failed`, until
-    :meth:`to_send` says ``None``; then read :meth:`outcome`.
+    ``logger``. Send :attr:`to_send` (when it is not empty) in one client call, report it
+    with :meth:`scored` or :meth:`failed`, then read :meth:`outcome`.
 
-    At most two client calls: the first, and (with ``on_error="passthrough"``) one more
-    without the documents the first reported as :class:`UnusableDocuments`. The client refuses
-    those before it sends anything, so no batch is ever sent twice.
+    One client call at most: the client checks every document's content (its images, each
+    fetched and prepared once, the images per prompt, its length) before it sends any score
+    batch, and with ``on_error="passthrough"`` scores the usable documents in that same call
+    and names the others (:meth:`RerankClient._rerank_usable`); with ``"raise"`` it raises one
+    :class:`UnusableDocuments` naming every one of them. So no batch is sent twice, no image
+    is fetched twice, and no document's content can fail the others.
     """
 
     def __init__(self, documents: Sequence[AdapterInput], on_error: OnError, logger: logging.Logger) -> None:
@@ -299,23 +306,27 @@ class RerankCall:
         if reasons and on_error != "passthrough":
             raise UnusableDocuments(reasons)
         self._unusable: dict[int, str] = {}
-        self._sent = list(range(len(documents)))
-        self._calls_left = 2
-        self._outcome: Reranked | None = None
-        if reasons:
-            self._drop(reasons)
+        self._sent = [i for i in range(len(documents)) if i not in reasons]
+        self._drop(reasons)
+        self._outcome: Reranked | None = None if self._sent else Reranked(unusable=self._unusable)
 
-    def to_send(self) -> list[str | Content] | None:
-        """The documents for the next client call, or ``None`` once the outcome is known."""
-        if self._outcome is None and not self._sent:
-            self._outcome = Reranked(unusable=self._unusable)
+    @property
+    def lenient(self) -> bool:
+        """Whether the client should score the usable documents and name the others
+        (``on_error="passthrough"``) rather than raise :class:`UnusableDocuments`."""
+        return self._on_error == "passthrough"
+
+    @property
+    def to_send(self) -> list[str | Content]:
+        """The documents for the client call (empty when there is nothing to send)."""
         if self._outcome is not None:
-            return None
-        self._calls_left -= 1
+            return []
         return [d for d in (self._documents[i] for i in self._sent) if not isinstance(d, Unusable)]
 
-    def scored(self, results: list[RerankResult]) -> None:
-        """The client call succeeded with ``results`` (indices into what was sent)."""
+    def scored(self, results: Sequence[RerankResult], unusable: Mapping[int, str] | None = None) -> None:
+        """The client call succeeded with ``results``, and named the ``unusable`` documents
+        (index -> reason); indices are into what was sent."""
+        self._drop({self._sent[i]: reason for i, reason in (unusable or {}).items()})
         self._outcome = Reranked(
             scored=[_moved(r, self._sent[r.index]) for r in results], unusable=self._unusable
         )
@@ -323,31 +334,31 @@ class RerankCall:
     def failed(self, error: Qwen3RerankError) -> None:
         """The client call raised ``error``: re-raised unless ``on_error="passthrough"`` absorbs it
         (never a programmer's :class:`InvalidInput`); a warning is logged when it does."""
-        if self._on_error != "passthrough":
+        if self._on_error != "passthrough" or (
+            isinstance(error, InvalidInput) and not isinstance(error, UnusableDocuments)
+        ):
             raise error
-        if isinstance(error, UnusableDocuments) and error.reasons:
+        if isinstance(error, UnusableDocuments):  # a client that checks strictly: nothing was scored
             self._drop({self._sent[i]: reason for i, reason in error.reasons.items()})
-            if self._calls_left > 0:
-                return
-            failure = f"{type(error).__name__}: not scored: more documents became unusable on a second try"
-        elif isinstance(error, InvalidInput):
-            raise error
+            failure = f"{type(error).__name__}: not scored: other documents of the call are unusable"
         else:
             failure = _marker(error)
             self._warn_failed(error)
-        self._outcome = Reranked(passed_through=self._sent, failure=failure, unusable=self._unusable)
+        passed = [i for i in self._sent if i not in self._unusable]
+        self._outcome = Reranked(passed_through=passed, failure=failure, unusable=self._unusable)
 
     def outcome(self) -> Reranked:
-        """What became of the documents (once :meth:`to_send` returned ``None``)."""
+        """What became of the documents (once the call was reported, or when none was sent)."""
         if self._outcome is None:
             raise RuntimeError("RerankCall.outcome() before the call finished")  # a bug in an adapter
         return self._outcome
 
     def _drop(self, reasons: dict[int, str]) -> None:
+        if not reasons:
+            return
         for index, reason in reasons.items():
             # Whole: a reason is short and safe to show, and its end says what to do.
             self._unusable[index] = f"{UnusableDocuments.__name__}: {reason}"
-        self._sent = [i for i in self._sent if i not in self._unusable]
         self._logger.warning(
             "%d of %d documents cannot be scored (UnusableDocuments at positions %s); returning them "
             "last, unscored, with %r in their metadata (on_error='passthrough')",
@@ -395,9 +406,11 @@ class RerankSettings(ClientSettings):
         "warning and return the items in retrieval order cut to top_n, unscored (no threshold), "
         "each a copy marked with 'rerank_error': '<ExceptionClass>: <message>' in its metadata. "
         "Documents that cannot be scored (UnusableDocuments: an image that cannot be read, is "
-        "refused or cannot be fetched): score the others and return those last, unscored, marked "
-        "'rerank_error': 'UnusableDocuments: <reason>'. A programmer error (InvalidInput: a "
-        "document of the wrong type, a text of None, an empty query) is raised either way.",
+        "refused or cannot be fetched or is no image, more images than the server takes per prompt, "
+        "a text that cannot be shown to fit the token budget): score the others in the same call and "
+        "return those last, unscored, marked 'rerank_error': 'UnusableDocuments: <reason>'. A "
+        "programmer error (InvalidInput: a document of the wrong type, a text of None, an empty "
+        "query) is raised either way.",
     )
 
     def _rerank(
@@ -405,9 +418,14 @@ class RerankSettings(ClientSettings):
     ) -> Reranked:
         """Rerank ``documents`` on the sync client, as :attr:`on_error` says (warnings to ``logger``)."""
         call = RerankCall(documents, self.on_error, logger)
-        while (sent := call.to_send()) is not None:
+        if sent := call.to_send:
+            client = self._get_client()
             try:
-                call.scored(self._get_client().rerank(query, sent))
+                if call.lenient:
+                    ranking = client._rerank_usable(query, sent)
+                    call.scored(ranking.results, ranking.unusable)
+                else:
+                    call.scored(client.rerank(query, sent))
             except Qwen3RerankError as error:
                 call.failed(error)
         return call.outcome()
@@ -417,9 +435,14 @@ class RerankSettings(ClientSettings):
     ) -> Reranked:
         """:meth:`_rerank` on the async client."""
         call = RerankCall(documents, self.on_error, logger)
-        while (sent := call.to_send()) is not None:
+        if sent := call.to_send:
+            client = self._get_async_client()
             try:
-                call.scored(await self._get_async_client().rerank(query, sent))
+                if call.lenient:
+                    ranking = await client._rerank_usable(query, sent)
+                    call.scored(ranking.results, ranking.unusable)
+                else:
+                    call.scored(await client.rerank(query, sent))
             except Qwen3RerankError as error:
                 call.failed(error)
         return call.outcome()

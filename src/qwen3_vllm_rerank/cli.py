@@ -192,6 +192,7 @@ def _serve(args: argparse.Namespace) -> int:
         api_key=api_key,
         gpu_memory=args.gpu_memory,
         log_file=log_file,
+        allow_server_media=args.allow_server_media,
     )
     follower = None if args.quiet else _LogFollower(log_file, sys.stderr)
     with _stop_on_signals() as stopping:
@@ -375,8 +376,41 @@ def _read_documents(stream: TextIO, policy: _ImagePolicy) -> list[_Document]:
     return documents
 
 
+#: Characters shown escaped wherever the CLI prints something that came from its input (documents,
+#: image sources, errors quoting them, log lines): a terminal acts on them instead of showing them.
+#: C0 (tab and newline included: a cell stays one cell, a line one line), DEL, C1, the bidirectional
+#: embeddings, overrides, isolates and marks (Trojan Source), and the Unicode line separators.
+_UNSAFE = frozenset(
+    (
+        *range(0x00, 0x20),  # C0
+        *range(0x7F, 0xA0),  # DEL, C1
+        *(0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)),  # bidi
+        *(0x2028, 0x2029),  # line and paragraph separators
+    )
+)
+_ESCAPES = {code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _UNSAFE}
+
+
+#: Those JSON leaves raw (``json.dumps`` escapes C0 in strings; C0 outside them is its layout).
+_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in _UNSAFE if code >= 0x7F}
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character a terminal would act on written as an escape
+    (``\\x1b``, ``\\u202e``): safe to print, whatever a document holds."""
+    return text.translate(_ESCAPES)
+
+
+def _json_safe(dumped: str) -> str:
+    """JSON text with the characters of :func:`terminal_safe` that JSON leaves raw (C1,
+    bidirectional controls, line separators) written as ``\\uXXXX`` escapes: the same JSON
+    value, safe on a terminal. They can only appear inside strings, where the escape is valid."""
+    return dumped.translate(_JSON_ESCAPES)
+
+
 def _one_line(text: str, width: int) -> str:
-    flat = " ".join(text.split())
+    """A table cell: ``text`` made :func:`terminal_safe`, cut to ``width`` characters."""
+    flat = terminal_safe(text)
     return flat if len(flat) <= width else flat[: max(width - 1, 0)] + "…"
 
 
@@ -424,7 +458,7 @@ def _rerank(args: argparse.Namespace) -> int:
             {"rank": rank, "index": r.index, "score": r.score, "document": documents[r.index].dumped}
             for rank, r in enumerate(results, 1)
         ]
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        print(_json_safe(json.dumps(rows, ensure_ascii=False, indent=2)))
         return 0
     width = max(shutil.get_terminal_size((120, 24)).columns - 24, 20)
     print(f"{'rank':>4}  {'index':>5}  {'score':>8}  document")
@@ -573,6 +607,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-file", help="write vLLM's log here (default: a temporary file)")
     serve.add_argument("--quiet", action="store_true", help="do not stream vLLM's log to stderr")
+    serve.add_argument(
+        "--allow-server-media",
+        action="store_true",
+        help="accept --allowed-media-domains / --allowed-local-media-path after --: vLLM then fetches the "
+        "image URLs and reads the files a request names (off: the server fetches and reads nothing)",
+    )
     serve.set_defaults(handler=_serve, vllm_args=[])
 
     rerank = commands.add_parser(
@@ -629,7 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="image_roots",
         metavar="DIR",
         help="read local paths and file: URLs in JSON lines on stdin, only inside this directory "
-        "(repeatable; default: none are read)",
+        "(repeatable; default: none are read); once given, --image and --query-image files must lie "
+        "inside one too: nothing outside the roots is read",
     )
     fetching = rerank.add_mutually_exclusive_group()
     fetching.add_argument(
@@ -701,7 +742,7 @@ def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
 def _logging_to_stderr(debug: bool) -> Iterator[None]:
     """The library's logs on stderr for the duration of the command, then as they were."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    handler.setFormatter(_SafeFormatter(f"{PROG}: %(message)s"))
     level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -715,11 +756,19 @@ def _logging_to_stderr(debug: bool) -> Iterator[None]:
 
 
 def _error_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    first = lines[0].rstrip(":") if lines else ""
+    """The error's first line (split at newlines only), :func:`terminal_safe`: it may quote input."""
+    first = str(exc).strip().split("\n", 1)[0].rstrip(":")
     if not isinstance(exc, Qwen3RerankError):
         first = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-    return first
+    return terminal_safe(first)
+
+
+class _SafeFormatter(logging.Formatter):
+    """Log lines with their message :func:`terminal_safe` (a log line may quote a document's
+    image URL); a ``--debug`` traceback, appended after it, stays as Python wrote it."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return terminal_safe(super().formatMessage(record))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

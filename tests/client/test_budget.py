@@ -7,7 +7,7 @@ from pydoc_data.topics import topics
 import pytest
 from tokenizers import Tokenizer
 
-from qwen3_vllm_rerank import AsyncRerankClient, InvalidInput, RerankClient
+from qwen3_vllm_rerank import AsyncRerankClient, InvalidInput, RerankClient, UnusableDocuments
 from qwen3_vllm_rerank.client._budget import LongDocuments, fit_documents
 from qwen3_vllm_rerank.client._flow import Flow
 from qwen3_vllm_rerank.client._tokens import LocalTokens, ServerTokens, load_tokenizer
@@ -109,7 +109,10 @@ async def test_chunk_policy_scores_every_window_and_reports_the_best(
 def test_error_policy_names_the_numbers(served: Served) -> None:
     with RerankClient(served.base_url, max_length=200, long_documents="error") as client:
         assert len(client.score(QUERY, ["short"])) == 1
-        with pytest.raises(InvalidInput, match=r"documents\[1\] needs \d+ tokens .* over the server's 200"):
+        # Retrieved data: that document only (UnusableDocuments, which adapters can pass through).
+        with pytest.raises(
+            UnusableDocuments, match=r"documents\[1\]: it needs \d+ tokens .* over the server's 200"
+        ):
             client.score(QUERY, ["short", topics["exceptions"]])
 
 

@@ -1,5 +1,7 @@
-"""Failures on the wire, against a real HTTP server on 127.0.0.1: an answer cut mid-way is
-never sent again, and a password in ``base_url`` is never shown.
+"""Failures on the wire, against a real HTTP server on 127.0.0.1: an answer that started
+(even half a status line) is never sent again, one that never started is, ``timeout`` bounds
+a whole attempt however slowly the answer trickles, and a password in ``base_url`` is never
+shown.
 
 The server here speaks just enough of vLLM's API for the client's discovery (the model
 list and the two probes) and answers the scored batch the way each test chooses. It is a
@@ -12,7 +14,9 @@ import base64
 import json
 import logging
 import socket
+import struct
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,6 +31,7 @@ from qwen3_vllm_rerank import (
     RerankClient,
     RerankConnectionError,
     RerankHTTPError,
+    RerankTimeoutError,
     RetryPolicy,
 )
 from qwen3_vllm_rerank._protocol import Call
@@ -85,6 +90,29 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(sent)
         self.wfile.flush()
+        self.close_connection = True
+
+    def send_raw(self, data: bytes, *, reset: bool = False) -> None:
+        """Write ``data`` as it is (no status line of its own), then close, with a TCP reset
+        if ``reset``."""
+        if data:
+            self.wfile.write(data)
+            self.wfile.flush()
+        if reset:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.close_connection = True
+
+    def trickle(self, head: bytes, body: bytes) -> None:
+        """Send ``head`` at once, then ``body`` one byte every ``TRICKLE`` seconds, until the
+        client hangs up (a bounded loop: at most ``len(body)`` bytes)."""
+        try:
+            self.wfile.write(head)
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                time.sleep(TRICKLE)
+        except OSError:  # the client gave up and closed the connection
+            pass
         self.close_connection = True
 
 
@@ -219,6 +247,122 @@ def test_a_body_that_cannot_be_decoded_is_malformed() -> None:
     assert "could not be decoded" in str(error)
     assert "not sent again" in str(error)
     http.close()
+
+
+# -- a started answer is never sent again; one that never started is (issue 23, hole 9) --------
+
+#: What the server sends of its answer before it closes the connection: a whole status line,
+#: or just its first byte. Either way the server had the request.
+STARTED = {"status-line": b"HTTP/1.1 200 OK\r\n", "one-byte": b"H"}
+
+
+@pytest.mark.parametrize("sent", sorted(STARTED))
+def test_an_answer_cut_after_its_first_bytes_is_sent_once(sent: str) -> None:
+    """Before the fix, ``HTTP/1.1 200 OK\\r\\n`` then a close reached the server 3 times."""
+    answer: Answer = lambda h: h.send_raw(STARTED[sent])  # noqa: E731
+    with FakeVLLM(answer) as server, RerankClient(server.url(), retry=RETRY) as client:
+        with pytest.raises(MalformedResponseError, match="not sent again") as info:
+            client.score(QUERY, DOCS)
+    assert server.batches == 1
+    assert "broke off before its headers ended" in str(info.value)
+
+
+@pytest.mark.parametrize("sent", sorted(STARTED))
+async def test_an_answer_cut_after_its_first_bytes_is_sent_once_async(sent: str) -> None:
+    answer: Answer = lambda h: h.send_raw(STARTED[sent])  # noqa: E731
+    with FakeVLLM(answer) as server:
+        async with AsyncRerankClient(server.url(), retry=RETRY) as client:
+            with pytest.raises(MalformedResponseError, match="not sent again"):
+                await client.score(QUERY, DOCS)
+    assert server.batches == 1
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+async def test_a_connection_dropped_before_any_byte_is_retried_async(reset: bool) -> None:
+    """No byte of an answer came back: the request is sent again, as the policy allows."""
+    answers = iter([lambda h: h.send_raw(b"", reset=reset), _scores])
+    with FakeVLLM(lambda h: next(answers)(h)) as server:
+        async with AsyncRerankClient(server.url(), retry=RETRY) as client:
+            assert await client.score(QUERY, DOCS) == [0.5, 0.5]
+    assert server.batches == 2
+
+
+def test_a_connection_reset_before_any_byte_is_retried() -> None:
+    answers = iter([lambda h: h.send_raw(b"", reset=True), _scores])
+    with FakeVLLM(lambda h: next(answers)(h)) as server, RerankClient(server.url(), retry=RETRY) as client:
+        assert client.score(QUERY, DOCS) == [0.5, 0.5]
+    assert server.batches == 2
+
+
+def test_a_connection_dropped_before_any_byte_is_retried_at_most_per_the_policy() -> None:
+    """Every try dropped before a byte: ``max_attempts`` tries, then the connection error."""
+    answer: Answer = lambda h: h.send_raw(b"")  # noqa: E731
+    policy = RetryPolicy(max_attempts=3, backoff=0.0, deadline=30)
+    with FakeVLLM(answer) as server, RerankClient(server.url(), retry=policy) as client:
+        with pytest.raises(RerankConnectionError):
+            client.score(QUERY, DOCS)
+    assert server.batches == 3
+
+
+def test_through_an_http_client_you_pass_a_sent_request_is_never_sent_again() -> None:
+    """An injected client's sockets are not this library's: whether a byte came back is
+    unknown, so a failure after the request went out is not retried (and says why)."""
+    answer: Answer = lambda h: h.send_raw(b"")  # noqa: E731
+    with FakeVLLM(answer) as server, httpx.Client() as http:
+        with RerankClient(server.url(), retry=RETRY, http_client=http) as client:
+            with pytest.raises(MalformedResponseError, match="cannot tell whether the server"):
+                client.score(QUERY, DOCS)
+    assert server.batches == 1
+
+
+# -- ``timeout`` bounds a whole attempt (issue 23, hole 14) ------------------------------------
+
+#: Seconds between two trickled bytes: each read is well within any per-read timeout.
+TRICKLE = 0.2
+#: 200 bytes at TRICKLE: the call took ~40 s when ``timeout`` bounded each read only.
+SLOW_BODY = b'{"data": [' + b" " * 190 + b"]}"
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(SLOW_BODY)
+TRICKLES: dict[str, Answer] = {
+    "body": lambda h: h.trickle(HEAD, SLOW_BODY),
+    "headers": lambda h: h.trickle(b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"a" * 190),
+}
+#: Far below the 40 s a trickle takes, far above the 2 s timeout on a loaded machine.
+NOT_STALLED = 15.0
+
+
+@pytest.mark.parametrize("part", sorted(TRICKLES))
+def test_an_answer_trickled_byte_by_byte_fails_after_the_timeout(part: str) -> None:
+    with FakeVLLM(TRICKLES[part]) as server, RerankClient(server.url(), timeout=2, retry=RETRY) as client:
+        start = time.monotonic()
+        with pytest.raises(RerankTimeoutError) as info:
+            client.score(QUERY, DOCS)
+        took = time.monotonic() - start
+    assert took < NOT_STALLED
+    assert server.batches == 1, "a timed-out request is not sent again"
+    assert "did not answer within 2.0 s" in str(info.value)
+    assert "Raise `timeout`" in str(info.value)
+
+
+@pytest.mark.parametrize("part", sorted(TRICKLES))
+async def test_an_answer_trickled_byte_by_byte_fails_after_the_timeout_async(part: str) -> None:
+    with FakeVLLM(TRICKLES[part]) as server:
+        async with AsyncRerankClient(server.url(), timeout=2, retry=RETRY) as client:
+            start = time.monotonic()
+            with pytest.raises(RerankTimeoutError, match=r"did not answer within 2\.0 s"):
+                await client.score(QUERY, DOCS)
+            took = time.monotonic() - start
+    assert took < NOT_STALLED
+    assert server.batches == 1
+
+
+def test_the_deadline_is_per_attempt_and_fast_answers_still_succeed() -> None:
+    """Discovery's requests and the batch each get their own ``timeout``: a client used for
+    longer than ``timeout`` in all keeps working."""
+    with FakeVLLM(_scores) as server, RerankClient(server.url(), timeout=0.5, retry=RETRY) as client:
+        for _ in range(3):
+            assert client.score(QUERY, DOCS) == [0.5, 0.5]
+            time.sleep(0.3)
+    assert server.batches == 3
 
 
 # -- a password in base_url is never shown (issue 17, item 13) -------------------------------

@@ -78,3 +78,12 @@ def write_sharded(root: Path, shards: dict[str, bytes], weight_map: object, **in
         (root / name).write_bytes(data)
     (root / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map, **index}))
     return root
+
+
+def link(target: Path, source: Path) -> None:
+    """``target`` as another name of ``source``: a hard link for a file (the converter refuses a
+    symlink out of the checkpoint), a symlink for a directory (it reads none)."""
+    if source.is_file():
+        target.hardlink_to(source)
+    else:
+        target.symlink_to(source, target_is_directory=True)

@@ -27,6 +27,7 @@ from qwen3_vllm_rerank.convert._writing import Copier
 from qwen3_vllm_rerank.errors import ConversionError, Qwen3RerankError
 from qwen3_vllm_rerank.prompt import format_prompt
 from qwen3_vllm_rerank.testing import make_fixture_checkpoint, make_vl_fixture_checkpoint
+from tests.convert.hostile import link as _link
 from tests.support.fixtures import Checkpoints
 from tests.support.pairs import FIDELITY_CASES
 
@@ -379,11 +380,12 @@ def test_default_conversion_never_imports_torch(checkpoints: Checkpoints, tmp_pa
 
 
 def _variant(source: Path, target: Path, **config_changes: Any) -> Path:
-    """``source`` with a changed config.json (weights and tokenizer symlinked)."""
+    """``source`` with a changed config.json (weights and tokenizer hard-linked: a symlink out of the
+    checkpoint is refused)."""
     target.mkdir()
     for file in source.iterdir():
         if file.name != "config.json":
-            (target / file.name).symlink_to(file)
+            _link(target / file.name, file)
     config = _config(source)
     for key, value in config_changes.items():
         if value is None:
@@ -469,14 +471,14 @@ def test_refuses_non_safetensors_and_missing_files(checkpoints: Checkpoints, tmp
     no_tokenizer = tmp_path / "no-tokenizer"
     no_tokenizer.mkdir()
     for file in ("config.json", "model.safetensors"):
-        (no_tokenizer / file).symlink_to(source / file)
+        (no_tokenizer / file).hardlink_to(source / file)
     _refused(no_tokenizer, tmp_path / "out", "cannot read .*tokenizer.json")
     _refused(tmp_path / "nowhere", tmp_path / "out", "is not a directory")
     truncated = tmp_path / "truncated"
     truncated.mkdir()
     for entry in source.iterdir():
         if entry.name != "model.safetensors":
-            (truncated / entry.name).symlink_to(entry)
+            _link(truncated / entry.name, entry)
     (truncated / "model.safetensors").write_bytes((source / "model.safetensors").read_bytes()[:4096])
     _refused(truncated, tmp_path / "out", "inconsistent offsets|not a valid safetensors file")
 

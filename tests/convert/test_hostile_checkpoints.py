@@ -4,13 +4,16 @@ that names the input file and says what is wrong, before anything is written. No
 from __future__ import annotations
 
 import json
+import os
+import stat
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from qwen3_vllm_rerank.convert import convert_checkpoint
-from qwen3_vllm_rerank.convert._reading import read_shard, read_shards
+from qwen3_vllm_rerank.convert._reading import MAX_HEADER, read_shard, read_shards
 from qwen3_vllm_rerank.errors import ConversionError
 from tests.convert.hostile import (
     EMBED,
@@ -308,3 +311,111 @@ def test_a_malformed_config_is_refused_naming_it(tmp_path: Path, config: dict[st
     source = write_checkpoint(tmp_path / "src", config=config)
     message = _refused(source, tmp_path, match)
     assert str(source) in message
+
+
+# --- what the converter opens stays inside the checkpoint (issue 23, hole 13) ------------------
+
+
+def _private(path: Path, text: str = "private notes") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.parametrize("name", ["README.md", "tokenizer.json", "config.json", "model.safetensors"])
+def test_a_symlink_out_of_the_checkpoint_is_refused_naming_it(tmp_path: Path, name: str) -> None:
+    """Before the fix ``README.md -> /private/notes.txt`` (0600) was copied into the output as 0644."""
+    source = write_checkpoint(tmp_path / "src")
+    outside = _private(tmp_path / "private" / "notes.txt")
+    if (source / name).exists():
+        outside.write_bytes((source / name).read_bytes())  # a valid file: only where it lies is wrong
+        (source / name).unlink()
+    (source / name).symlink_to(outside)
+    with pytest.raises(ConversionError, match=f"{name} is a symlink to .*outside the checkpoint"):
+        convert_checkpoint(source, tmp_path / "out")
+    leaked = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and b"private" in p.read_bytes()]
+    assert leaked == []
+
+
+def test_a_symlink_inside_the_checkpoint_is_followed(tmp_path: Path) -> None:
+    source = write_checkpoint(tmp_path / "src")
+    (source / "docs").mkdir()
+    (source / "docs" / "readme.txt").write_text("the model card")
+    (source / "README.md").symlink_to("docs/readme.txt")
+    convert_checkpoint(source, tmp_path / "out")
+    copied = tmp_path / "out" / "README.md"
+    assert not copied.is_symlink()
+    assert copied.read_text() == "the model card"
+
+
+def test_a_hugging_face_cache_snapshot_converts(tmp_path: Path) -> None:
+    """A cache snapshot's files are symlinks into the repository's ``blobs``: followed there."""
+    repo = tmp_path / "models--Qwen--Qwen3-Reranker-0.6B"
+    built = write_checkpoint(tmp_path / "built")
+    snapshot = repo / "snapshots" / "abc123"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for i, file in enumerate(sorted(built.iterdir())):
+        blob = repo / "blobs" / f"blob{i}"
+        file.rename(blob)
+        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
+    convert_checkpoint(snapshot, tmp_path / "out")
+    assert (tmp_path / "out" / "tokenizer.json").read_bytes() == (snapshot / "tokenizer.json").read_bytes()
+
+
+def test_a_fifo_in_the_checkpoint_is_refused_without_waiting(tmp_path: Path) -> None:
+    """A file the converter must read that is a FIFO is refused, not waited on (one it would only
+    copy, such as a README, is skipped: it is not a file)."""
+    source = write_checkpoint(tmp_path / "src")
+    (source / "config.json").unlink()
+    os.mkfifo(source / "config.json")
+    os.mkfifo(source / "README.md")
+    with pytest.raises(ConversionError, match=r"config\.json"):
+        convert_checkpoint(source, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"), [(0o600, 0o600), (0o640, 0o640), (0o644, 0o644), (0o666, 0o644)]
+)
+def test_copied_files_are_never_more_readable_than_their_source(
+    tmp_path: Path, mode: int, expected: int
+) -> None:
+    source = write_checkpoint(tmp_path / "src")
+    for name in ("tokenizer.json", "model.safetensors"):
+        (source / name).chmod(mode)
+    convert_checkpoint(source, tmp_path / "out")
+    for name in ("tokenizer.json", "model.safetensors"):  # copied; rewritten without lm_head
+        assert stat.S_IMODE((tmp_path / "out" / name).stat().st_mode) == expected, name
+
+
+def _header_of(nbytes: int) -> bytes:
+    """A valid safetensors file whose header (empty tensors) is about ``nbytes`` long."""
+    per = len(json.dumps({"t0000000": entry("U8", (0,), (0, 0))}))
+    return safetensors_bytes({f"t{i:07d}": entry("U8", (0,), (0, 0)) for i in range(nbytes // per)})
+
+
+def test_a_header_over_the_limit_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    """Before the fix a 22 MB header was parsed: 245 MB peak here (455 MB in the issue)."""
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(_header_of(22_000_000))
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConversionError, match=r"model.safetensors: its safetensors header is \d+ bytes"):
+            read_shard(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20  # nothing of the header was read
+
+
+def test_the_largest_header_allowed_parses_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(_header_of(MAX_HEADER - 4096))
+    tracemalloc.start()
+    try:
+        assert len(read_shard(path).tensors) > 10_000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20  # measured 12 MB; 245 MB for the 22 MB header before the cap

@@ -29,6 +29,7 @@ from llama_index.postprocessor.qwen3_vllm_rerank import Qwen3VLLMReranker as Lla
 from qwen3_vllm_rerank import RerankClient, VLLMServer
 from qwen3_vllm_rerank.convert import convert_checkpoint
 from qwen3_vllm_rerank.prompt import format_prompt
+from tests.convert.hostile import link as _link
 from tests.support.fixtures import Checkpoints, ServerPool
 from tests.support.pairs import FIDELITY_CASES
 from tests.support.reference import reference_scores
@@ -94,7 +95,7 @@ def test_the_shipped_template_wins_over_a_generic_one_in_tokenizer_config(
     source.mkdir()
     for file in checkpoints.get("tied").iterdir():
         if file.name != "tokenizer_config.json":
-            (source / file.name).symlink_to(file)
+            _link(source / file.name, file)
     config = json.loads((checkpoints.get("tied") / "tokenizer_config.json").read_text())
     config["chat_template"] = (
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"

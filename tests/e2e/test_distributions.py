@@ -1,4 +1,4 @@
-"""Users get what the tests test: the three distributions, built and installed as a user installs them.
+"""Users get what the tests test: the four distributions, built and installed as a user installs them.
 
 Builds every sdist and wheel (``python -m build``: the wheel is built from the sdist, so an sdist
 missing a file fails here), checks their metadata with ``twine check --strict``, then installs each
@@ -59,12 +59,20 @@ LANGCHAIN = Project(
 LLAMA_INDEX = Project(
     "llama-index-postprocessor-qwen3-vllm-rerank", ROOT / "integrations" / "llama-index", "llama_index"
 )
-PROJECTS = (CORE, LANGCHAIN, LLAMA_INDEX)
+HAYSTACK = Project("qwen3-vllm-rerank-haystack", ROOT / "integrations" / "haystack", "haystack_integrations")
+PROJECTS = (CORE, LANGCHAIN, LLAMA_INDEX, HAYSTACK)
+#: Where each wheel's ``py.typed`` sits (under namespace packages for two of the adapters).
+PY_TYPED = {
+    CORE: "qwen3_vllm_rerank/py.typed",
+    LANGCHAIN: "langchain_qwen3_vllm_rerank/py.typed",
+    LLAMA_INDEX: "llama_index/postprocessor/qwen3_vllm_rerank/py.typed",
+    HAYSTACK: "haystack_integrations/components/rankers/qwen3_vllm_rerank/py.typed",
+}
 
 
 @dataclass(frozen=True)
 class Built:
-    """Where the built files are: ``wheels`` holds the three wheels and nothing else."""
+    """Where the built files are: ``wheels`` holds the four wheels and nothing else."""
 
     dist: Path
     wheels: Path
@@ -152,9 +160,12 @@ def test_one_version_and_the_adapters_require_exactly_that_core(built: Built) ->
     assert any(r.startswith("langchain-core") for r in requires[LANGCHAIN])
     assert f"qwen3-vllm-rerank=={VERSION}" in requires[LLAMA_INDEX]
     assert any(r.startswith("llama-index-core") for r in requires[LLAMA_INDEX])
-    # The core's extras pull the adapter distributions (whose exact pins keep the three in step).
+    assert f"qwen3-vllm-rerank=={VERSION}" in requires[HAYSTACK]
+    assert any(r.startswith("haystack-ai") for r in requires[HAYSTACK])
+    # The core's extras pull the adapter distributions (whose exact pins keep the four in step).
     assert "langchain-qwen3-vllm-rerank; extra == 'langchain'" in requires[CORE]
     assert "llama-index-postprocessor-qwen3-vllm-rerank; extra == 'llama-index'" in requires[CORE]
+    assert "qwen3-vllm-rerank-haystack; extra == 'haystack'" in requires[CORE]
 
 
 def test_each_wheel_holds_its_own_package_and_nothing_else(built: Built) -> None:
@@ -163,14 +174,19 @@ def test_each_wheel_holds_its_own_package_and_nothing_else(built: Built) -> None
         payload = {f for f in files if not f.split("/")[0].endswith(".dist-info")}
         assert payload, project.name
         assert {f.split("/")[0] for f in payload} == {project.top_level}, project.name
-        assert (
-            f"{project.top_level}/py.typed" in payload
-            or f"{project.top_level}/postprocessor/qwen3_vllm_rerank/py.typed" in payload
-        )
+        assert PY_TYPED[project] in payload, project.name
     # PEP 420: installing the postprocessor must not shadow llama-index-core's namespace packages.
     llama_files = set(_record(built.wheel(LLAMA_INDEX)))
     assert "llama_index/__init__.py" not in llama_files
     assert "llama_index/postprocessor/__init__.py" not in llama_files
+    # Nor the ranker the namespace packages that haystack-ai's integrations share (haystack_integrations/...).
+    haystack_files = set(_record(built.wheel(HAYSTACK)))
+    for level in (
+        "haystack_integrations",
+        "haystack_integrations/components",
+        "haystack_integrations/components/rankers",
+    ):
+        assert f"{level}/__init__.py" not in haystack_files
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +233,13 @@ def _run_pipeline(python: Path, script: str, request: dict[str, Any], cwd: Path)
         what=script,
         stdin=json.dumps(request),
         cwd=cwd,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(cwd), "HF_HUB_OFFLINE": "1"},
+        # Haystack would send usage telemetry over the network otherwise; a test uses loopback only.
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(cwd),
+            "HF_HUB_OFFLINE": "1",
+            "HAYSTACK_TELEMETRY_ENABLED": "False",
+        },
     )
     answer = json.loads(output)
     return Answer([(i, s) for i, s in answer["ranked"]], answer["files"], Path(answer["prefix"]))
@@ -230,6 +252,8 @@ def _run_pipeline(python: Path, script: str, request: dict[str, Any], cwd: Path)
         pytest.param(LANGCHAIN, None, ["langchain-classic>=1,<2"], "langchain_pipeline.py", id="langchain"),
         # `pip install "qwen3-vllm-rerank[llama-index]"` (the core's wheel), whose extra pulls the adapter.
         pytest.param(LLAMA_INDEX, "llama-index", [], "llama_index_pipeline.py", id="llama-index-via-extra"),
+        # `pip install qwen3-vllm-rerank-haystack` (its wheel), which pulls the core and haystack-ai.
+        pytest.param(HAYSTACK, None, [], "haystack_pipeline.py", id="haystack"),
     ],
 )
 def test_adapter_installed_from_its_wheel_runs_a_real_pipeline(

@@ -24,6 +24,7 @@ RESULT_LINE = re.compile(r"^\s*(\d+)\. (\d\.\d{4})  \[(\w+)\] .+\.\.\.$")
         ("client_rerank.py", "keyword match kept 12 paragraphs"),
         ("langchain_rerank.py", "context for the LLM"),
         ("llama_index_rerank.py", "aquery returned the same nodes: True"),
+        ("haystack_rerank.py", "run_async returned the same Documents: True"),
     ],
 )
 def test_example_runs_against_a_server(served: Served, script: str, extra_line: str) -> None:

@@ -2,8 +2,10 @@
 again, the cache stays within its bytes, and a hit never skips a check.
 
 Pillow's own entry points are counted through thin wrappers that call the real functions (a spy
-on the dependency, not a stand-in for the code under test), and a hit is also seen directly: it
-returns the very :class:`PreparedImage` object stored by the first call.
+on the dependency, not a stand-in for the code under test), as are the jobs sent to the decoding
+sandbox (image files are decoded, resized and encoded in its worker processes, where this
+process's Pillow is not called), and a hit is also seen directly: it returns the very
+:class:`PreparedImage` object stored by the first call.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from qwen3_vllm_rerank.images import (
     prepare_image,
     shared_image_cache,
 )
+from qwen3_vllm_rerank.images._sandbox import Sandbox
 from tests.images.test_fetching import Site, _serve, body
 
 
@@ -46,7 +49,8 @@ def _png(colour: tuple[int, int, int], size: tuple[int, int] = (200, 150)) -> by
 
 
 class PillowCalls:
-    """How often Pillow opened, decoded, resized and encoded an image since :meth:`reset`."""
+    """How often Pillow opened, decoded, resized and encoded an image in this process, and how
+    many image files were sent to the sandbox (``"sandbox"``), since :meth:`reset`."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.counts: Counter[str] = Counter()
@@ -55,6 +59,7 @@ class PillowCalls:
         self._wrap(monkeypatch, ImageFile.ImageFile, "load", "decode")
         self._wrap(monkeypatch, PILImage.Image, "resize", "resize")
         self._wrap(monkeypatch, PILImage.Image, "save", "encode")
+        self._wrap(monkeypatch, Sandbox, "submit", "sandbox")
 
     def _wrap(self, monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, what: str) -> None:
         real: Callable[..., Any] = getattr(owner, name)
@@ -102,19 +107,21 @@ def test_a_second_call_over_the_same_pages_does_not_decode_resize_or_encode_them
 
     def call() -> list[PreparedImage]:
         if path == "sync":
-            _, documents = _inputs.prepare(request, None, cache)
+            prepared = _inputs.prepare(request, None, cache)
         else:
             import asyncio
 
-            _, documents = asyncio.run(_inputs.aprepare(request, None, cache))
-        return _prepared(documents)
+            prepared = asyncio.run(_inputs.aprepare(request, None, cache))
+        return _prepared([prepared.documents[i] for i in sorted(prepared.documents)])
 
     first = call()
-    assert pillow.counts["resize"] == 4
-    assert pillow.counts["encode"] == 4
+    # The three files in the sandbox's workers, the PIL image here.
+    assert pillow.counts["sandbox"] == 3
+    assert pillow.counts["resize"] == pillow.counts["encode"] == 1
     pillow.reset()
     second = call()
-    # The three file sources are not even opened; the PIL image is hashed, never resized or encoded.
+    # The three file sources are not even opened (nor sent to the sandbox); the PIL image is
+    # hashed, never resized or encoded.
     assert pillow.counts == Counter(), pillow.counts
     assert all(a is b for a, b in zip(first, second, strict=True))
     info = cache.info()
@@ -155,7 +162,7 @@ def test_zero_bytes_turns_the_cache_off(pillow: PillowCalls) -> None:
     pillow.reset()
     prepare_image(data, cache=cache)
     prepare_image(data, cache=cache)
-    assert pillow.counts["encode"] == 2
+    assert pillow.counts["sandbox"] == 2
     assert cache.info().entries == 0
     assert cache.info().bytes == 0
 

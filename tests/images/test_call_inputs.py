@@ -20,6 +20,12 @@ def _png() -> bytes:
     return buffer.getvalue()
 
 
+def _page(tmp_path: Path) -> Path:
+    page = tmp_path / "page.png"
+    page.write_bytes(_png())
+    return page
+
+
 def _documents(tmp_path: Path) -> list[object]:
     return [
         "plain text",
@@ -29,29 +35,31 @@ def _documents(tmp_path: Path) -> list[object]:
         Image("https://example.com/a.png?sig=secret"),  # no fetcher: refused
         Image("file:///etc/passwd"),  # no file_roots: refused
         Content("two bad", images=[b"x", b"y"]),
+        Image(str(_page(tmp_path)), retrieved=True),  # a path a document named, no file_roots: refused
     ]
 
 
 def _assert_all_told(error: UnusableDocuments) -> None:
     assert isinstance(error, InvalidInput)
-    assert sorted(error.reasons) == [1, 3, 4, 5, 6]
+    assert sorted(error.reasons) == [1, 3, 4, 5, 6, 7]
     assert "secret" not in str(error)
     assert "cannot read image file" in error.reasons[3]
     assert "file_roots" in error.reasons[5]
     assert error.reasons[6].count("not an image") == 2
+    assert "file_roots=(directory, ...)" in error.reasons[7]
 
 
 def test_every_unusable_document_of_a_call_is_told_at_once(tmp_path: Path) -> None:
     request = _inputs.score_request("query", _documents(tmp_path), None)
     with pytest.raises(UnusableDocuments) as info:
-        _inputs.prepare(request, None)
+        _inputs.prepare(request, None).refuse_unusable()
     _assert_all_told(info.value)
 
 
 async def test_every_unusable_document_of_an_async_call_is_told_at_once(tmp_path: Path) -> None:
     request = _inputs.score_request("query", _documents(tmp_path), None)
     with pytest.raises(UnusableDocuments) as info:
-        await _inputs.aprepare(request, None)
+        (await _inputs.aprepare(request, None)).refuse_unusable()
     _assert_all_told(info.value)
 
 

@@ -173,14 +173,15 @@ def test_too_many_redirects(site: Site) -> None:
     assert len(site.seen) == 3
 
 
-# --- item 2: credentials only to their host -----------------------------------------------
+# --- item 2: credentials only to their origin ---------------------------------------------
 
 
-def test_configured_headers_go_only_to_the_documents_host(site: Site, other: Site) -> None:
+def test_configured_headers_go_only_to_their_origin(site: Site, other: Site) -> None:
     site.routes["/hop"] = redirect(lambda: other.url("/ok"))
     fetcher = UrlFetcher(
         allowed_hosts=("127.0.0.1", "127.0.0.2"),
-        headers=(("User-Agent", "test-agent"), ("Authorization", "Bearer cdn-secret")),
+        headers={site.url(""): {"Authorization": "Bearer cdn-secret"}},
+        user_agent="test-agent",
     )
     assert fetcher.fetch(site.url("/hop")) == b"other bytes"
     ((_, first),) = site.seen
@@ -191,12 +192,18 @@ def test_configured_headers_go_only_to_the_documents_host(site: Site, other: Sit
     assert first["accept-encoding"] == second["accept-encoding"] == "identity"
 
 
-def test_credential_headers_need_an_allow_list_and_never_show() -> None:
-    with pytest.raises(InvalidInput, match="allowed_hosts"):
-        UrlFetcher(headers=(("Authorization", "Bearer secret"),))
-    fetcher = UrlFetcher(allowed_hosts=("cdn.example.com",), headers=(("Authorization", "Bearer secret"),))
+def test_flat_headers_are_refused_saying_how_to_key_them_and_values_never_show() -> None:
+    for flat in ({"Authorization": "Bearer secret"}, (("Authorization", "Bearer secret"),)):
+        with pytest.raises(InvalidInput, match="keyed by origin") as info:
+            UrlFetcher(headers=flat)  # type: ignore[arg-type]
+        assert "headers={'https://cdn.example.com': {'Authorization': ...}}" in str(info.value)
+        assert "secret" not in str(info.value)
+    fetcher = UrlFetcher(headers={"https://cdn.example.com": {"Authorization": "Bearer secret"}})
     assert "secret" not in repr(fetcher)
-    assert "Authorization" in repr(fetcher)
+    assert "https://cdn.example.com:443 (Authorization)" in repr(fetcher)
+    assert hash(fetcher) == hash(
+        UrlFetcher(headers={"https://CDN.example.com:443/": {"Authorization": "Bearer secret"}})
+    )
 
 
 @pytest.mark.parametrize(
@@ -211,9 +218,15 @@ def test_credential_headers_need_an_allow_list_and_never_show() -> None:
         {"allowed_hosts": ("example.com:8080",)},
         {"allowed_hosts": ("10.0.0.1/8",)},
         {"allowed_hosts": ("127.1",)},
-        {"headers": (("Bad Name", "x"),)},
-        {"headers": (("User-Agent", "a\r\nInjected: 1"),)},
-        {"headers": (("Host", "x"),)},
+        {"headers": {"https://cdn.example.com": {"Bad Name": "x"}}},
+        {"headers": {"https://cdn.example.com": {"X-Key": "a\r\nInjected: 1"}}},
+        {"headers": {"https://cdn.example.com": {"Host": "x"}}},
+        {"headers": {"https://cdn.example.com": {"User-Agent": "x"}}},
+        {"headers": {"https://cdn.example.com/path": {"X-Key": "x"}}},
+        {"headers": {"ftp://cdn.example.com": {"X-Key": "x"}}},
+        {"headers": {"https://user:pw@cdn.example.com": {"X-Key": "x"}}},
+        {"headers": {"https://cdn.example.com": "Bearer x"}},
+        {"user_agent": "a\r\nInjected: 1"},
         {"file_roots": "/tmp"},
         {"file_roots": ("relative/dir",)},
     ],

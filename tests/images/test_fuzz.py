@@ -124,12 +124,16 @@ _V6 = st.one_of(
 
 @FUZZ
 @given(address=st.one_of(_V4, _V6))
-def test_the_default_refuses_exactly_the_non_public_addresses(
+def test_the_default_is_never_more_open_than_pythons_own_table(
     address: ipaddress.IPv4Address | ipaddress.IPv6Address,
 ) -> None:
-    """With no allow-list, an address is refused iff it is not global (ipaddress), multicast, or embeds one such IPv4."""
-    assert is_public(address) == _expected_public(address)
-    assert (refused_addresses("example.com", [address], None) == []) == _expected_public(address)
+    """With no allow-list, an address the library's explicit table calls public is also global by this
+    Python's ipaddress (not multicast, nor embedding a non-global IPv4): the table may refuse more (its
+    registry is newer than some Pythons'), never less. Its exact contents are tested case by case in
+    test_source_policy.py."""
+    if is_public(address):
+        assert _expected_public(address), address
+    assert (refused_addresses("example.com", [address], None) == []) == is_public(address)
 
 
 @FUZZ

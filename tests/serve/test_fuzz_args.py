@@ -16,7 +16,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from qwen3_vllm_rerank import ServerStartError
-from qwen3_vllm_rerank.serve._plan import plan_launch
+from qwen3_vllm_rerank.serve._plan import SERVER_MEDIA_FLAGS, plan_launch
+from qwen3_vllm_rerank.serve._secrets import lift_secrets
 from qwen3_vllm_rerank.serve._vllm_args import UserFlags
 from qwen3_vllm_rerank.serve._vllm_options import VLLM_OPTIONS
 
@@ -50,7 +51,9 @@ READ = (
     "--limit-mm-per-prompt",
     "--mm-processor-kwargs",
     "--allowed-media-domains",
+    "--allowed-local-media-path",
     "--served-model-name",
+    "--hf-token",
 )
 #: Option strings the lists are made of: the guarded ones, their aliases and neighbours (shared prefixes).
 FLAGS = sorted(
@@ -66,6 +69,9 @@ FLAGS = sorted(
 GUARDED = sorted({s for strings, _ in VLLM_OPTIONS if set(strings) & set(OWNED + READ) for s in strings})
 VALUES = ["0.0.0.0", "8001", "2048", "2k", "-1", "-7", "auto", "pooling", "generate", "float32", "x y"]
 VALUES += ['{"architectures":["X"]}', '{"is_original_qwen3_reranker":true}', "k3y", "-x", "a_b"]
+#: A token value nothing else uses: wherever it ends up on the lifted command line, it leaked.
+TOKEN = "hf_t0ken"
+VALUES += [TOKEN]
 
 
 class _Refused(Exception):
@@ -96,6 +102,8 @@ def _oracle() -> tuple[_Parser, dict[str, str]]:
             names[dest] = name
             if nargs == "0":
                 parser.add_argument(*group, dest=dest, action="store_const", const=[])
+            elif nargs == "?":
+                parser.add_argument(*group, dest=dest, nargs="?", const=[])
             else:
                 parser.add_argument(*group, dest=dest, nargs=None if nargs == "1" else nargs)
     parser.add_argument("model_tag", nargs="?")
@@ -193,3 +201,44 @@ def test_the_oracle_is_the_option_table() -> None:
     """The oracle knows exactly the table's option strings (so their prefixes collide the same way)."""
     assert set(PARSER._option_string_actions) == {s for strings, _ in VLLM_OPTIONS for s in strings}
     assert {"--host", "--api-key", "--hf-overrides", "-tp", "--device-memory-utilization"} <= set(FLAGS)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_flag(), max_size=5).map(lambda parts: [token for part in parts for token in part]))
+@example(["--hf-token", TOKEN])
+@example(["--hf_tok=" + TOKEN, "--hf-token"])
+@example(["--served-model-name", "a", "--hf-token", TOKEN, "b"])  # taking it out would extend the names
+def test_a_secret_flag_is_taken_off_the_command_line_exactly_or_refused(tokens: list[str]) -> None:
+    """Whatever argparse reads for --hf-token reaches vLLM as $HF_TOKEN, and argparse reads the lifted
+    command line exactly as the original apart from it; or the list is refused."""
+    try:
+        before = _expected(PARSER.parse_args(_as_argparse(tokens)))
+    except _Refused:
+        return
+    try:
+        lifted = lift_secrets(tokens)
+    except ServerStartError:
+        return
+    after = _expected(PARSER.parse_args(_as_argparse(lifted.args)))
+    token = before.pop("--hf-token", None)
+    assert after.pop("--hf-token", []) == []  # at most a bare flag: the stored login
+    assert after == before, tokens
+    assert lifted.env == ({"HF_TOKEN": token[0]} if token else {}), tokens
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_flag(), max_size=3).map(lambda parts: [token for part in parts for token in part]))
+@example(["--allowed-local", "/"])
+@example(["--allowed_media_domains=a.com"])
+def test_the_plan_refuses_every_list_that_turns_server_fetching_on(tokens: list[str]) -> None:
+    """If argparse reads --allowed-media-domains or --allowed-local-media-path, the plan refuses (the
+    default; allow_server_media=True is the opt-in)."""
+    try:
+        expected = _expected(PARSER.parse_args(_as_argparse(tokens)))
+    except _Refused:
+        return
+    try:
+        plan_launch(CONFIG, cpu=False, extra_args=tokens)
+    except ServerStartError:
+        return
+    assert not set(SERVER_MEDIA_FLAGS) & set(expected), tokens

@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import json
 import logging
+import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from qwen3_vllm_rerank import ServerStartError, VLLMServer
-from qwen3_vllm_rerank.serve._install import NEWEST_TESTED, OLDEST_TESTED, check_vllm_version
+from qwen3_vllm_rerank.serve._install import (
+    NEWEST_TESTED,
+    OLDEST_TESTED,
+    VllmInstall,
+    check_vllm_version,
+    read_probe,
+)
 
 from .published_configs import PUBLISHED_CONFIGS
 
@@ -83,3 +93,98 @@ def test_the_supported_range_is_the_tested_one() -> None:
         assert "newer than the newest" in (check_vllm_version(version) or ""), version
     with pytest.raises(ServerStartError, match="cannot read"):
         check_vllm_version("dev")
+
+
+# --- a malformed probe answer is a ServerStartError naming the interpreter ---------------------------------
+
+
+def _stub_interpreter(root: Path, prints: str) -> str:
+    """An "interpreter" that ignores its arguments and prints ``prints``."""
+    stub = root / "python-stub"
+    stub.write_text(f"#!/bin/sh\ncat <<'EOF'\n{prints}\nEOF\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    return str(stub)
+
+
+@pytest.mark.parametrize(
+    "prints", ["[1]", '"0.32.0"', "null", "not json at all", '{"version": 32, "cpu": false}']
+)
+def test_a_malformed_probe_answer_names_the_interpreter_and_what_it_printed(
+    tmp_path: Path, prints: str
+) -> None:
+    """Regression (issue 23, hole 16): an interpreter printing a JSON value that is not an object
+    crashed the launcher with AttributeError."""
+    (tmp_path / "config.json").write_text(json.dumps(PUBLISHED_CONFIGS["0.6B"]))
+    stub = _stub_interpreter(tmp_path, prints)
+    server = VLLMServer(tmp_path, python=stub)
+    with pytest.raises(ServerStartError, match="answered the vLLM probe with") as info:
+        server.command()
+    assert stub in str(info.value)
+    assert repr(prints) in str(info.value)
+
+
+def test_an_interpreter_that_fails_says_what_it_printed(tmp_path: Path) -> None:
+    stub = tmp_path / "python-fails"
+    stub.write_text("#!/bin/sh\necho 'no such module: json' >&2\nexit 9\n")
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    (tmp_path / "config.json").write_text(json.dumps(PUBLISHED_CONFIGS["0.6B"]))
+    with pytest.raises(ServerStartError, match=r"exited with code 9 and printed 'no such module: json\\n'"):
+        VLLMServer(tmp_path, python=str(stub)).command()
+
+
+def test_a_long_probe_answer_is_shortened_in_the_error() -> None:
+    with pytest.raises(ServerStartError, match=r"\.\.\. \(100001 characters\)") as info:
+        read_probe("/x/python", "x" * 100_001)
+    assert len(str(info.value)) < 600
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_FIELD = _JSON | st.sampled_from(["0.32.0", "", True, False, 0, -1, 2**40])
+
+
+def _check(stdout: str) -> None:
+    """The probe reader's contract: a well-typed VllmInstall, or a ServerStartError naming the interpreter."""
+    try:
+        install = read_probe("/opt/server/bin/python", stdout)
+    except ServerStartError as exc:
+        refused = str(exc)
+    else:
+        refused = ""
+    if refused:
+        assert "/opt/server/bin/python" in refused
+        return
+    assert isinstance(install, VllmInstall)
+    assert isinstance(install.version, str)
+    assert install.version
+    assert isinstance(install.cpu, bool)
+    assert install.gpu_total_bytes is None or (
+        isinstance(install.gpu_total_bytes, int) and install.gpu_total_bytes > 0
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+@example("")
+@example("\n\n")
+@example("[" * 100_000)
+@example("1" * 5000)
+def test_any_text_is_read_or_refused_with_a_server_start_error(stdout: str) -> None:
+    _check(stdout)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON)
+def test_any_json_value_is_read_or_refused_with_a_server_start_error(value: Any) -> None:
+    _check("some warning the interpreter printed first\n" + json.dumps(value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({}, optional={"version": _FIELD, "cpu": _FIELD, "gpu_total": _FIELD}))
+@example({"version": "0.32.0", "cpu": True, "gpu_total": None})
+@example({"version": "0.32.0", "cpu": False, "gpu_total": True})
+def test_any_probe_object_is_read_or_refused_with_a_server_start_error(info: dict[str, Any]) -> None:
+    _check(json.dumps(info))

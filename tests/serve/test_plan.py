@@ -479,5 +479,5 @@ def test_image_limits_other_than_the_official_ones_are_refused(kwargs: dict[str,
 def test_the_users_official_image_limits_are_accepted_once(kwargs: dict[str, object]) -> None:
     user = ["--mm_processor_kwargs", json.dumps(kwargs), "--limit-mm-per-prompt", '{"image": 2}']
     user += ["--allowed_media_domains", "images.example.com"]
-    plan = plan_launch(VL_ORIGINAL, cpu=False, extra_args=user)
+    plan = plan_launch(VL_ORIGINAL, cpu=False, extra_args=user, allow_server_media=True)
     assert not {"--mm-processor-kwargs", "--limit-mm-per-prompt", "--allowed-media-domains"} & set(plan.args)

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 
-from qwen3_vllm_rerank import Content, InvalidInput
-from qwen3_vllm_rerank.adapters import RerankSettings, ReturnedItem, items_to_return
+from qwen3_vllm_rerank import Content, Image, InvalidInput
+from qwen3_vllm_rerank.adapters import AdapterInput, RerankSettings, ReturnedItem, Unusable, items_to_return
 
 __all__ = ["Qwen3VLLMReranker"]
 
@@ -20,6 +20,8 @@ RELEVANCE_SCORE_KEY = "relevance_score"
 #: The metadata key of a document's image(s): a path, bytes, a PIL image, a ``data:`` or
 #: ``http(s)://`` URL, a ``qwen3_vllm_rerank.Image``, or a list of them.
 IMAGE_KEY = "image"
+#: The kinds of image source that name something to read (marked retrieved), not data.
+_REFERENCES = frozenset({"path", "file-url", "url"})
 
 
 class Qwen3VLLMReranker(RerankSettings, BaseDocumentCompressor):
@@ -39,12 +41,17 @@ class Qwen3VLLMReranker(RerankSettings, BaseDocumentCompressor):
     scored as text, in the same call. ``http(s)://`` image URLs need ``image_fetcher``, and
     ``file://`` URLs a fetcher that opts in to local files (``UrlFetcher(file_roots=...)``).
 
-    Failures (see ``on_error``): a document that is not a ``Document``, a ``page_content``
-    that is not a ``str`` or an image of a type that is not an image always raise
-    ``InvalidInput``. A document whose image cannot be read, is refused or cannot be fetched
-    raises ``UnusableDocuments``; with ``on_error="passthrough"`` it comes back last, without a
-    score, marked ``metadata["rerank_error"] = "UnusableDocuments: <reason>"``, and the others
-    are scored.
+    A path or URL in ``metadata["image"]`` is retrieved data: it is marked
+    ``Image(..., retrieved=True)``, so that the client reads such a path only inside the
+    ``file_roots`` of ``image_fetcher`` (``UrlFetcher(file_roots=...)``).
+
+    Failures (see ``on_error``): a document that is not a ``Document`` or a ``page_content``
+    that is not a ``str`` always raise ``InvalidInput``. A document whose image cannot be read,
+    is refused, cannot be fetched or is a value of a type that is no image (``0``, ``{}``,
+    ``[None]``, ...), or that cannot be scored for its own content otherwise (see
+    ``on_error``), raises ``UnusableDocuments``; with ``on_error="passthrough"`` it comes back
+    last, without a score, marked ``metadata["rerank_error"] = "UnusableDocuments: <reason>"``,
+    and the others are scored.
 
     Example:
         .. code-block:: python
@@ -76,10 +83,11 @@ class Qwen3VLLMReranker(RerankSettings, BaseDocumentCompressor):
         return [_returned(documents[item.index], item) for item in items_to_return(outcome, self)]
 
 
-def _inputs(documents: Sequence[Document]) -> list[str | Content]:
-    """What is scored for each document: its text, with its image(s) when it has any;
-    ``InvalidInput`` naming the first document of a wrong type."""
-    inputs: list[str | Content] = []
+def _inputs(documents: Sequence[Document]) -> list[AdapterInput]:
+    """What is scored for each document: its text, with its image(s) when it has any
+    (:class:`Unusable` when one is no image); ``InvalidInput`` naming the first document of a
+    wrong type."""
+    inputs: list[AdapterInput] = []
     for i, doc in enumerate(documents):
         if not isinstance(doc, Document):
             raise InvalidInput(f"documents[{i}] must be a Document, got {type(doc).__name__}")
@@ -91,13 +99,27 @@ def _inputs(documents: Sequence[Document]) -> list[str | Content]:
         if image is None:
             inputs.append(doc.page_content)
             continue
-        try:
-            inputs.append(
-                Content(doc.page_content, images=image if isinstance(image, list | tuple) else [image])
-            )
-        except InvalidInput as error:
-            raise InvalidInput(f'documents[{i}].metadata["{IMAGE_KEY}"]: {error}') from error
+        images = _images(image if isinstance(image, list | tuple) else [image])
+        inputs.append(images if isinstance(images, Unusable) else Content(doc.page_content, images=images))
     return inputs
+
+
+def _images(values: Sequence[object]) -> list[Image] | Unusable:
+    """A document's ``metadata["image"]`` values as images, a path or URL marked retrieved;
+    :class:`Unusable` naming the first value that is no image."""
+    images: list[Image] = []
+    for value in values:
+        try:
+            image = value if isinstance(value, Image) else Image(value)  # type: ignore[arg-type]
+        except InvalidInput:
+            return Unusable(
+                f'metadata["{IMAGE_KEY}"] holds a {type(value).__name__}, which is no image: expected a '
+                "path, bytes, a PIL image, a data: or http(s):// URL, or a qwen3_vllm_rerank.Image"
+            )
+        if image.kind in _REFERENCES and not image.retrieved:
+            image = Image(image.source, retrieved=True)
+        images.append(image)
+    return images
 
 
 def _returned(document: Document, item: ReturnedItem) -> Document:

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Generic, Self, TypeVar
 import httpx
 
 from .. import _protocol as proto
-from ..errors import InvalidInput
+from ..errors import InvalidInput, RerankHTTPError
 from ..images import ImageCacheInfo, PreparedImageCache, UrlFetcher
 from ..prompt import PROMPT_FAMILIES
 from ._budget import LONG_DOCUMENT_POLICIES, LongDocuments
 from ._cache import CacheInfo, ScoreCache
 from ._discovery import Discovery, FamilyOption, ServerProfile, Template
 from ._flow import Flow
-from ._inputs import Input, Item, ScoreRequest, aprepare, positive_int, prepare, score_request
+from ._inputs import Input, Prepared, ScoreRequest, aprepare, positive_int, prepare, score_request
 from ._inputs import image_cache as image_cache_of
 from ._options import (
     API_KEY_ENV,
@@ -40,11 +40,18 @@ from ._options import (
     ClientOptions,
     options_doc,
 )
-from ._results import RerankResult
+from ._results import RerankResult, UsableRanking
 from ._retry import Attempts, Endpoints, RetryPolicy
-from ._scoring import Scored, ScoringOptions, max_tokens, refuse_images, score_flow
+from ._scoring import Scored, Scoring, ScoringOptions, image_limit_of, max_tokens, refuse_images, score_flow
 from ._tokens import TokenizerOption
-from ._transport import LoopBoundClient, build_request, http_error, limits, translate_transport_error
+from ._transport import (
+    LoopBoundClient,
+    build_request,
+    http_error,
+    limits,
+    sync_client,
+    translate_transport_error,
+)
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -148,6 +155,10 @@ class _BaseClient(Generic[H]):
             tokenizer,
         )
         self._profile: ServerProfile | None = None
+        # What the server's --limit-mm-per-prompt allows, as learnt from its answers: the most
+        # images per pair it refused above (None: never refused) and the most it took.
+        self._image_limit: int | None = None
+        self._images_accepted = 1
         self._limits = limits(self.max_concurrency, len(self.base_urls))
         self._http: H | None = http_client
         self._init_transport()
@@ -198,17 +209,39 @@ class _BaseClient(Generic[H]):
         return build_request(http, url, call, self._api_key)
 
     def _scores(
-        self, profile: ServerProfile, request: ScoreRequest, query: Item, documents: list[Item]
-    ) -> Flow[list[Scored]]:
+        self, profile: ServerProfile, request: ScoreRequest, prepared: Prepared, strict: bool
+    ) -> Flow[Scoring]:
         instruction = next(
             (i for i in (request.instruction, self.instruction) if i is not None),
             PROMPT_FAMILIES[profile.family].default_instruction,
         )
-        return score_flow(profile, query, documents, instruction, self._options, self._cache)
+        return score_flow(
+            profile,
+            prepared,
+            instruction,
+            self._options,
+            self._cache,
+            strict=strict,
+            image_limit=self._image_limit,
+            images_accepted=self._images_accepted,
+        )
+
+    def _learnt(self, scoring: Scoring) -> Scoring:
+        self._images_accepted = max(self._images_accepted, scoring.images_accepted)
+        return scoring
+
+    def _learn_image_limit(self, error: RerankHTTPError) -> bool:
+        """Whether ``error`` taught the server's image limit just now (then the call is scored
+        again with it: the refused batch computed nothing, and was the first one sent)."""
+        limit = image_limit_of(error)
+        if limit is None or (self._image_limit is not None and self._image_limit <= limit):
+            return False
+        self._image_limit = limit
+        return True
 
     @staticmethod
-    def _ranked(request: ScoreRequest, scored: list[Scored]) -> list[RerankResult]:
-        order = sorted(range(len(scored)), key=lambda i: -scored[i].score)  # stable: ties keep input order
+    def _ranked(request: ScoreRequest, scored: dict[int, Scored]) -> list[RerankResult]:
+        order = sorted(scored, key=lambda i: -scored[i].score)  # stable: ties keep input order
         if request.top_n is not None:
             order = order[: request.top_n]
         return [
@@ -237,7 +270,7 @@ class RerankClient(_BaseClient[httpx.Client]):
 
     def _client(self) -> httpx.Client:
         if self._http is None:
-            self._http = httpx.Client(timeout=self.timeout, limits=self._limits)
+            self._http = sync_client(self.timeout, self._limits)
             self._owns_http = True
         return self._http
 
@@ -277,13 +310,18 @@ class RerankClient(_BaseClient[httpx.Client]):
                     self._profile = self._run(self._discovery.flow())
         return self._profile
 
-    def _score_request(self, request: ScoreRequest) -> list[Scored]:
+    def _score_request(self, request: ScoreRequest, strict: bool) -> Scoring:
         if not request.documents:
-            return []
+            return Scoring({}, {})
         profile = self._ensure_profile()
         refuse_images(profile, request)  # before any image is fetched or decoded
-        query, documents = prepare(request, self.image_fetcher, self._image_cache)
-        return self._run(self._scores(profile, request, query, documents))
+        prepared = prepare(request, self.image_fetcher, self._image_cache)  # each image once
+        try:
+            return self._learnt(self._run(self._scores(profile, request, prepared, strict)))
+        except RerankHTTPError as error:
+            if not self._learn_image_limit(error):
+                raise
+        return self._learnt(self._run(self._scores(profile, request, prepared, strict)))
 
     def score(
         self, query: Input, documents: Sequence[Input], *, instruction: str | None = None
@@ -293,7 +331,8 @@ class RerankClient(_BaseClient[httpx.Client]):
         A query or document is text, an :class:`~qwen3_vllm_rerank.Image` or a
         :class:`~qwen3_vllm_rerank.Content` (text and images; Qwen3-VL-Reranker only)."""
         request = score_request(query, documents, instruction)
-        return [s.score for s in self._score_request(request)]
+        scored = self._score_request(request, strict=True).scored
+        return [scored[i].score for i in range(len(documents))]
 
     def rerank(
         self,
@@ -305,7 +344,14 @@ class RerankClient(_BaseClient[httpx.Client]):
     ) -> list[RerankResult]:
         """Documents sorted by relevance, best first, at most ``top_n`` of them."""
         request = score_request(query, documents, instruction, top_n)
-        return self._ranked(request, self._score_request(request))
+        return self._ranked(request, self._score_request(request, strict=True).scored)
+
+    def _rerank_usable(self, query: Input, documents: Sequence[Input]) -> UsableRanking:
+        """:meth:`rerank` that scores the usable documents and names the others instead of
+        raising :class:`~qwen3_vllm_rerank.UnusableDocuments` (the adapters' passthrough)."""
+        request = score_request(query, documents, None)
+        scoring = self._score_request(request, strict=False)
+        return UsableRanking(self._ranked(request, scoring.scored), scoring.unusable)
 
     def close(self) -> None:
         """Close the HTTP client if this object created it; a later call opens a new one."""
@@ -402,20 +448,26 @@ class AsyncRerankClient(_BaseClient[httpx.AsyncClient]):
                     self._profile = await self._run(self._discovery.flow())
         return self._profile
 
-    async def _score_request(self, request: ScoreRequest) -> list[Scored]:
+    async def _score_request(self, request: ScoreRequest, strict: bool) -> Scoring:
         if not request.documents:
-            return []
+            return Scoring({}, {})
         profile = await self._ensure_profile()
         refuse_images(profile, request)  # before any image is fetched or decoded
-        query, documents = await aprepare(request, self.image_fetcher, self._image_cache)
-        return await self._run(self._scores(profile, request, query, documents))
+        prepared = await aprepare(request, self.image_fetcher, self._image_cache)  # each image once
+        try:
+            return self._learnt(await self._run(self._scores(profile, request, prepared, strict)))
+        except RerankHTTPError as error:
+            if not self._learn_image_limit(error):
+                raise
+        return self._learnt(await self._run(self._scores(profile, request, prepared, strict)))
 
     async def score(
         self, query: Input, documents: Sequence[Input], *, instruction: str | None = None
     ) -> list[float]:
         """p(yes) for each document, in input order (inputs: see :meth:`RerankClient.score`)."""
         request = score_request(query, documents, instruction)
-        return [s.score for s in await self._score_request(request)]
+        scored = (await self._score_request(request, strict=True)).scored
+        return [scored[i].score for i in range(len(documents))]
 
     async def rerank(
         self,
@@ -427,7 +479,13 @@ class AsyncRerankClient(_BaseClient[httpx.AsyncClient]):
     ) -> list[RerankResult]:
         """Documents sorted by relevance, best first, at most ``top_n`` of them."""
         request = score_request(query, documents, instruction, top_n)
-        return self._ranked(request, await self._score_request(request))
+        return self._ranked(request, (await self._score_request(request, strict=True)).scored)
+
+    async def _rerank_usable(self, query: Input, documents: Sequence[Input]) -> UsableRanking:
+        """:meth:`RerankClient._rerank_usable` on this client."""
+        request = score_request(query, documents, None)
+        scoring = await self._score_request(request, strict=False)
+        return UsableRanking(self._ranked(request, scoring.scored), scoring.unusable)
 
     async def aclose(self) -> None:
         """Close the connections this object opened; a later call opens new ones."""

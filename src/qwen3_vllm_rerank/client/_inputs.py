@@ -12,11 +12,15 @@ Two kinds of failure, told apart:
 * a programmer error (a query or document of the wrong type, an empty query): plain
   :class:`InvalidInput`, raised at once by :func:`score_request`;
 * bad retrieved data (a document's image that cannot be read, is refused or cannot be
-  fetched): every such document of the call is collected into one
-  :class:`~qwen3_vllm_rerank.errors.UnusableDocuments` (``reasons`` by document index), which
-  the adapters' ``on_error="passthrough"`` returns unscored. An image in the *query* is the
-  application's own: a bad one is plain :class:`InvalidInput`, raised before any document's
-  image is touched.
+  fetched): :class:`Prepared` names every such document of the call with its reason (by
+  document index), so that the client can raise one
+  :class:`~qwen3_vllm_rerank.errors.UnusableDocuments` naming them all, or score the others
+  (the adapters' ``on_error="passthrough"``). An image in the *query* is the application's
+  own: a bad one is plain :class:`InvalidInput`, raised before any document's image is touched.
+
+Text that cannot be sent as UTF-8 (a lone surrogate, half of an emoji cut from a UTF-16
+source): in a document, each one is replaced by U+FFFD and the document is scored; in the
+query or the instruction (the application's own) it is :class:`InvalidInput`.
 """
 
 from __future__ import annotations
@@ -37,8 +41,18 @@ from ..images import (
 from ..images._calls import Outcome, aprepare_each, prepare_each
 from ..images._failures import UnusableImage
 from ..images._sources import source_kind
+from ._sanitize import lone_surrogate, repair_surrogates
 
-__all__ = ["Item", "ScoreRequest", "aprepare", "image_cache", "positive_int", "prepare", "score_request"]
+__all__ = [
+    "Item",
+    "Prepared",
+    "ScoreRequest",
+    "aprepare",
+    "image_cache",
+    "positive_int",
+    "prepare",
+    "score_request",
+]
 
 #: What a query or document may be (see the module docstring).
 Input = str | Image | Content
@@ -99,15 +113,43 @@ class ScoreRequest:
             (i, f"documents[{i}]", image) for i, parts in enumerate(self._documents) for image in parts.images
         ]
 
-    def items(self, prepared: Sequence[PreparedImage]) -> tuple[Item, list[Item]]:
-        """The query and document :class:`Item` s, given every image prepared in order: the
-        query's (:meth:`query_images`), then the documents' (:meth:`document_images`)."""
-        remaining = iter(prepared)
+    def prepared(self, query: Sequence[PreparedImage], documents: Sequence[Outcome]) -> Prepared:
+        """The call's :class:`Prepared` items, given the query's prepared images
+        (:meth:`query_images`) and the outcome of every document image in order
+        (:meth:`document_images`): a document with an image that could not be prepared is
+        unusable, with every reason its images gave."""
+        failed: dict[int, list[str]] = {}
+        for (index, _, _), outcome in zip(self.document_images(), documents, strict=True):
+            if isinstance(outcome, UnusableImage):
+                failed.setdefault(index, []).append(outcome.reason)
+        remaining = iter(documents)
+        items: dict[int, Item] = {}
+        for index, parts in enumerate(self._documents):
+            images = tuple(next(remaining) for _ in parts.images)
+            if index not in failed:
+                items[index] = Item(parts.text, images)  # type: ignore[arg-type]
+        unusable = {index: "; ".join(reasons) for index, reasons in failed.items()}
+        return Prepared(Item(self._query.text, tuple(query)), items, unusable)
 
-        def item(parts: _Parts) -> Item:
-            return Item(parts.text, tuple(next(remaining) for _ in parts.images))
 
-        return item(self._query), [item(parts) for parts in self._documents]
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A call's inputs as scored: the query, the usable documents by their index in the call,
+    and why each other document cannot be scored (by index; safe to show)."""
+
+    query: Item
+    documents: dict[int, Item]
+    unusable: dict[int, str]
+
+    def without(self, reasons: dict[int, str]) -> Prepared:
+        """The same call with the documents ``reasons`` names moved to :attr:`unusable`."""
+        kept = {i: item for i, item in self.documents.items() if i not in reasons}
+        return Prepared(self.query, kept, {**self.unusable, **reasons})
+
+    def refuse_unusable(self) -> None:
+        """Raise :class:`UnusableDocuments` naming every unusable document, if any."""
+        if self.unusable:
+            raise UnusableDocuments(self.unusable)
 
 
 def positive_int(name: str, value: object) -> int:
@@ -116,7 +158,27 @@ def positive_int(name: str, value: object) -> int:
     return value
 
 
+def _checked_text(text: str, label: str) -> str:
+    """The application's own text (query, instruction): refused when it cannot be sent."""
+    position = lone_surrogate(text)
+    if position is not None:
+        raise InvalidInput(
+            f"{label} has a lone surrogate (U+{ord(text[position]):04X}) at character {position}: it "
+            "cannot be sent as UTF-8. It is usually half of an emoji cut from UTF-16 text; repair it, "
+            "e.g. text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')"
+        )
+    return text
+
+
 def _parts(value: object, label: str) -> _Parts:
+    parts = _raw_parts(value, label)
+    if label == "query":
+        return _Parts(_checked_text(parts.text, label), parts.images)
+    text = repair_surrogates(parts.text)  # retrieved text: a cut emoji must not fail the document
+    return parts if text is parts.text else _Parts(text, parts.images)
+
+
+def _raw_parts(value: object, label: str) -> _Parts:
     if isinstance(value, str):
         return _Parts(value, ())
     if isinstance(value, Content):
@@ -138,6 +200,8 @@ def score_request(
         positive_int("top_n", top_n)
     if instruction is not None and not isinstance(instruction, str):
         raise InvalidInput(f"instruction must be a str, got {type(instruction).__name__}")
+    if instruction is not None:
+        _checked_text(instruction, "instruction")
     query_parts = _parts(query, "query")
     if not query_parts.text.strip() and not query_parts.images:
         raise InvalidInput("query is empty: there is nothing to rank documents against")
@@ -174,29 +238,16 @@ def _query_prepared(outcomes: list[Outcome]) -> list[PreparedImage]:
     return outcomes  # type: ignore[return-value]
 
 
-def _documents_prepared(request: ScoreRequest, outcomes: list[Outcome]) -> list[PreparedImage]:
-    """The documents' prepared images, or :class:`UnusableDocuments` naming every document
-    with an image that could not be prepared."""
-    located = request.document_images()
-    failed: dict[int, list[str]] = {}
-    for (index, _, _), outcome in zip(located, outcomes, strict=True):
-        if isinstance(outcome, UnusableImage):
-            failed.setdefault(index, []).append(outcome.reason)
-    if failed:
-        raise UnusableDocuments({index: "; ".join(reasons) for index, reasons in failed.items()})
-    return outcomes  # type: ignore[return-value]
-
-
 def _located(request: ScoreRequest) -> list[tuple[str, Image]]:
     return [(label, image) for _, label, image in request.document_images()]
 
 
 def prepare(
     request: ScoreRequest, fetcher: UrlFetcher | None, cache: PreparedImageCache | None = None
-) -> tuple[Item, list[Item]]:
+) -> Prepared:
     """The call's items, its images prepared (read here, decoded, checked, resized and encoded in
     the bounded pool within the call's memory budget): the query's first, then every
-    document's (see the module docstring for errors).
+    document's, each once (see the module docstring for errors).
 
     Args:
         request: the validated call.
@@ -204,15 +255,13 @@ def prepare(
         cache: the prepared-image cache to look images up in and store them into (``None``: none).
     """
     query = _query_prepared(prepare_each(request.query_images(), fetcher, cache=cache))
-    documents = _documents_prepared(request, prepare_each(_located(request), fetcher, cache=cache))
-    return request.items([*query, *documents])
+    return request.prepared(query, prepare_each(_located(request), fetcher, cache=cache))
 
 
 async def aprepare(
     request: ScoreRequest, fetcher: UrlFetcher | None, cache: PreparedImageCache | None = None
-) -> tuple[Item, list[Item]]:
+) -> Prepared:
     """:func:`prepare` for asyncio: URLs fetched concurrently, decoding in the bounded pool
     within the call's memory budget, the loop never blocked."""
     query = _query_prepared(await aprepare_each(request.query_images(), fetcher, cache=cache))
-    documents = _documents_prepared(request, await aprepare_each(_located(request), fetcher, cache=cache))
-    return request.items([*query, *documents])
+    return request.prepared(query, await aprepare_each(_located(request), fetcher, cache=cache))

@@ -94,9 +94,13 @@ class ClientOptions:
     )
     timeout: float = option(
         DEFAULT_TIMEOUT,
-        f"Seconds for the server to answer one request (connecting: at most {CONNECT_TIMEOUT:g} s); the "
-        "clients also take an httpx.Timeout. A request that timed out is not sent again: the server is "
-        "probably still computing it.",
+        "Seconds one attempt of one request may take in all: connecting (at most "
+        f"{CONNECT_TIMEOUT:g} s of it), sending, and every read of the answer, however slowly it "
+        "trickles. The clients also take an httpx.Timeout: its read value is then that overall bound "
+        "and its connect, write and pool values bound those steps. Waiting for a free pooled "
+        "connection is bounded apart, by the same number. The bound holds on the connections the "
+        "client opens itself; an http_client you pass keeps httpx's per-step timeouts. A request that "
+        "timed out is not sent again: the server is probably still computing it.",
     )
     batch_size: int = option(128, "Documents per request; a larger call is split into several requests.")
     max_concurrency: int = option(

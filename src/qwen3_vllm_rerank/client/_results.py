@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..images import Content, Image
 
-__all__ = ["RerankResult"]
+__all__ = ["RerankResult", "UsableRanking"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,3 +28,13 @@ class RerankResult:
     document: str | Image | Content
     truncated: bool = False
     window: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsableRanking:
+    """A ranking of the usable documents of a call (``results``, best first) and why each other
+    document could not be scored (``unusable``: index -> reason, safe to show): what the
+    adapters' ``on_error="passthrough"`` gets in one client call."""
+
+    results: list[RerankResult]
+    unusable: dict[int, str] = field(default_factory=dict)

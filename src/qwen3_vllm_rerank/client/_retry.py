@@ -9,9 +9,10 @@ What is not: 400/401/404/422 (they would fail again), and a request that timed o
 the server had it (read/write timeout, HTTP 504 from a gateway): the server is most likely
 still computing it, and sending the same batch again would double the load on a server
 that is already too slow. Such a call fails once, with :class:`RerankTimeoutError`. Nor is
-a request whose answer had started (status line received) and then broke off, or came
-back unusable: the model had it. That call fails once, with
-:class:`MalformedResponseError`.
+a request whose answer had started (any byte of it received, even half a status line) and
+then broke off, or came back unusable: the model had it. That call fails once, with
+:class:`MalformedResponseError`. Which transport failures count as "certainly did not
+reach the model" is decided in one place, ``_transport.translate_transport_error``.
 """
 
 from __future__ import annotations

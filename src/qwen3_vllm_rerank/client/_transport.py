@@ -1,8 +1,16 @@
 """HTTP plumbing shared by the sync and async clients: building requests, reading
-answers into our errors, and the per-event-loop lifetime of an owned async connection pool.
+answers into our errors, the per-attempt deadline, and the per-event-loop lifetime of an
+owned async connection pool.
 
 Everything that can be written once for both clients is here; the clients keep only
 the sending and the sleeping, which differ.
+
+Each request carries an :class:`_Attempt` as httpcore's ``trace`` extension
+(https://www.python-httpx.org/advanced/extensions/#trace). On the connection pools this
+module builds (:func:`sync_client`, :class:`LoopBoundClient`) every socket is wrapped
+(:class:`_SyncBackend` / :class:`_AsyncBackend`): each connect, write and read of the
+attempt gets at most the time left of its deadline, and the attempt learns whether any
+byte of the answer arrived. That is what decides a retry (:func:`translate_transport_error`).
 """
 
 from __future__ import annotations
@@ -10,9 +18,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
+import ssl
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import httpcore
 import httpx
 
 from .. import _protocol as proto
@@ -25,10 +38,31 @@ from ..errors import (
     RerankTimeoutError,
 )
 
-__all__ = ["LoopBoundClient", "build_request", "http_error", "limits", "translate_transport_error"]
+__all__ = [
+    "LoopBoundClient",
+    "build_request",
+    "http_error",
+    "limits",
+    "sync_client",
+    "translate_transport_error",
+]
+
+# The timeout parameters are httpcore's interface, bounded here by the attempt's deadline.
+# ruff: noqa: ASYNC109
 
 #: The end of httpcore's trace event for a received status line and headers (HTTP/1.1 and 2).
 _HEADERS_RECEIVED = ".receive_response_headers.complete"
+#: The start of sending a request on a connection (HTTP/1.1 and 2): from here the server may have it.
+_SENDING = ".send_request_headers.started"
+#: The answer was read to its end, or dropped: this attempt does no more I/O.
+_CLOSED = ".response_closed.complete"
+
+Phase = Literal["connect", "write", "read"]
+_TIMEOUTS: dict[Phase, type[httpcore.TimeoutException]] = {
+    "connect": httpcore.ConnectTimeout,
+    "write": httpcore.WriteTimeout,
+    "read": httpcore.ReadTimeout,
+}
 
 
 def limits(max_concurrency: int, endpoints: int) -> httpx.Limits:
@@ -37,39 +71,235 @@ def limits(max_concurrency: int, endpoints: int) -> httpx.Limits:
     return httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
 
 
-class _ResponseStart:
-    """Whether (and with which status) the answer to one request started, learnt through
-    httpcore's ``trace`` extension (https://www.python-httpx.org/advanced/extensions/#trace).
+class _Attempt:
+    """What one try of one request did on the wire, and its deadline.
 
-    Once the status line has arrived, the request reached the server: a failure after
-    it must not be retried (the batch may have been computed). Stays unset with a
-    transport that does not trace (e.g. ``httpx.MockTransport``).
+    Set from httpcore's trace events (which run in the thread or task doing the I/O, so
+    the attempt is also made the current one there, see :data:`_CURRENT`) and, on the
+    pools this module builds, from every socket operation:
+
+    - ``sent``: the request started going out on a connection, so the server may have it;
+    - ``status``: the status line and headers arrived;
+    - ``observed``: this module's socket wrapper carried the attempt, so ``received`` is known;
+    - ``received``: at least one byte of the answer arrived (even half a status line);
+    - ``deadline_hit``: a socket operation was cut short, or refused, by the deadline.
+
+    The deadline is ``started + total``; ``started`` is the attempt's first traced event
+    (opening or reusing a connection), ``total`` the pool's overall timeout.
     """
 
-    __slots__ = ("status",)
+    __slots__ = ("deadline_hit", "observed", "received", "sent", "started", "status", "total")
 
     def __init__(self) -> None:
         self.status: int | None = None
+        self.sent = False
+        self.observed = False
+        self.received = False
+        self.deadline_hit = False
+        self.started: float | None = None
+        self.total: float | None = None
 
     def record(self, event: str, info: dict[str, Any]) -> None:
-        if event.endswith(_HEADERS_RECEIVED):
+        if self.started is None:
+            self.started = time.monotonic()
+        if event.endswith(_CLOSED):
+            _CURRENT.set(None)
+            return
+        _CURRENT.set(self)
+        if event.endswith(_SENDING):
+            self.sent = True
+        elif event.endswith(_HEADERS_RECEIVED):
             # HTTP/1.1 returns (version, status, reason, headers), HTTP/2 (status, headers).
             returned = info.get("return_value") or ()
             self.status = next((v for v in returned if isinstance(v, int)), 0)
 
+    def bound(self, phase: Phase, timeout: float | None, total: float | None) -> float | None:
+        """The timeout for one socket operation: ``timeout``, or the time left if shorter.
+        Raises httpcore's timeout for ``phase`` when none is left."""
+        self.observed = True
+        if total is None:
+            return timeout
+        if self.started is None:
+            self.started = time.monotonic()
+        self.total = total
+        left = self.started + total - time.monotonic()
+        if left <= 0:
+            self.deadline_hit = True
+            raise _TIMEOUTS[phase](f"the request took over its {total:g} s deadline")
+        if timeout is None or left < timeout:
+            self.deadline_hit = True  # if this operation times out, the deadline did it
+            return left
+        return timeout
 
-class _SyncTrace(_ResponseStart):
+    def saw(self, data: bytes) -> bytes:
+        if data:
+            self.received = True
+        return data
+
+
+class _SyncTrace(_Attempt):
     __slots__ = ()
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         self.record(event, info)
 
 
-class _AsyncTrace(_ResponseStart):
+class _AsyncTrace(_Attempt):
     __slots__ = ()
 
     async def __call__(self, event: str, info: dict[str, Any]) -> None:
         self.record(event, info)
+
+
+#: The attempt whose I/O the current thread (sync) or task (async) is doing, if any.
+_CURRENT: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
+    "qwen3_vllm_rerank_attempt", default=None
+)
+
+
+def _bound(phase: Phase, timeout: float | None, total: float | None) -> float | None:
+    attempt = _CURRENT.get()
+    return timeout if attempt is None else attempt.bound(phase, timeout, total)
+
+
+def _saw(data: bytes) -> bytes:
+    attempt = _CURRENT.get()
+    return data if attempt is None else attempt.saw(data)
+
+
+class _SyncStream(httpcore.NetworkStream):
+    """A socket whose every operation is bounded by the current attempt's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream, total: float | None) -> None:
+        self._inner = inner
+        self._total = total
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return _saw(self._inner.read(max_bytes, _bound("read", timeout, self._total)))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _bound("write", timeout, self._total))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        bounded = _bound("connect", timeout, self._total)
+        return _SyncStream(self._inner.start_tls(ssl_context, server_hostname, bounded), self._total)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _AsyncStream(httpcore.AsyncNetworkStream):
+    """:class:`_SyncStream` for asyncio: the same bounds, awaited."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream, total: float | None) -> None:
+        self._inner = inner
+        self._total = total
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return _saw(await self._inner.read(max_bytes, _bound("read", timeout, self._total)))
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, _bound("write", timeout, self._total))
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        bounded = _bound("connect", timeout, self._total)
+        return _AsyncStream(await self._inner.start_tls(ssl_context, server_hostname, bounded), self._total)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+_SocketOptions = Iterable[Any]  # httpcore's SOCKET_OPTION, passed through
+
+
+class _SyncBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend, total: float | None) -> None:
+        self._inner = inner
+        self._total = total
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: _SocketOptions | None = None,
+    ) -> httpcore.NetworkStream:
+        bounded = _bound("connect", timeout, self._total)
+        stream = self._inner.connect_tcp(host, port, bounded, local_address, socket_options)
+        return _SyncStream(stream, self._total)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: _SocketOptions | None = None
+    ) -> httpcore.NetworkStream:
+        bounded = _bound("connect", timeout, self._total)
+        return _SyncStream(self._inner.connect_unix_socket(path, bounded, socket_options), self._total)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _AsyncBackend(httpcore.AsyncNetworkBackend):
+    def __init__(self, inner: httpcore.AsyncNetworkBackend, total: float | None) -> None:
+        self._inner = inner
+        self._total = total
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: _SocketOptions | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        bounded = _bound("connect", timeout, self._total)
+        stream = await self._inner.connect_tcp(host, port, bounded, local_address, socket_options)
+        return _AsyncStream(stream, self._total)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: _SocketOptions | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        bounded = _bound("connect", timeout, self._total)
+        stream = await self._inner.connect_unix_socket(path, bounded, socket_options)
+        return _AsyncStream(stream, self._total)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _guard(pool: object, wrap: Any, total: float | None) -> None:
+    """Wrap the network backend of httpx's connection ``pool`` (httpcore's
+    ``_network_backend``, which every new connection of the pool uses). Without that
+    attribute (another httpcore) the pool stays as it is, and the client treats its
+    attempts as it treats those of an ``http_client`` you pass (see :func:`translate_transport_error`)."""
+    inner = getattr(pool, "_network_backend", None)
+    if inner is not None:
+        pool._network_backend = wrap(inner, total)  # type: ignore[attr-defined]
+
+
+def sync_client(timeout: httpx.Timeout, limits: httpx.Limits) -> httpx.Client:
+    """The ``httpx.Client`` a :class:`~qwen3_vllm_rerank.RerankClient` opens: its sockets
+    bound each attempt by ``timeout.read`` overall (see :class:`_Attempt`)."""
+    transport = httpx.HTTPTransport(limits=limits)
+    _guard(getattr(transport, "_pool", None), _SyncBackend, timeout.read)
+    return httpx.Client(timeout=timeout, transport=transport)
+
+
+def _async_client(timeout: httpx.Timeout, limits: httpx.Limits) -> httpx.AsyncClient:
+    """:func:`sync_client` for asyncio."""
+    transport = httpx.AsyncHTTPTransport(limits=limits)
+    _guard(getattr(transport, "_pool", None), _AsyncBackend, timeout.read)
+    return httpx.AsyncClient(timeout=timeout, transport=transport)
 
 
 def build_request(
@@ -81,8 +311,8 @@ def build_request(
     Userinfo in ``url`` (``http://user:pw@host``) is sent as Basic auth, as httpx would
     send it, but kept out of the request's URL, so that it never shows in httpx's own log
     lines, in ``repr(request)`` or in an error. ``api_key``'s Bearer header wins over it
-    (the client refuses the two together). The request records when its answer starts
-    (see :class:`_ResponseStart`), which :func:`translate_transport_error` reads.
+    (the client refuses the two together). The request records what its attempt did on
+    the wire (see :class:`_Attempt`), which :func:`translate_transport_error` reads.
     """
     try:
         target = httpx.URL(url + call.path)
@@ -103,27 +333,33 @@ def build_request(
     )
 
 
-def _answer_status(request: httpx.Request) -> int | None:
-    """The status of the answer to ``request`` if it started, else ``None``."""
+def _attempt(request: httpx.Request) -> _Attempt:
     trace = request.extensions.get("trace")
-    return trace.status if isinstance(trace, _ResponseStart) else None
+    return trace if isinstance(trace, _Attempt) else _Attempt()
 
 
 def translate_transport_error(exc: httpx.RequestError, request: httpx.Request) -> Qwen3RerankError:
-    """The one place where httpx's request errors become ours.
+    """The one place where httpx's request errors become ours, and where it is decided
+    whether the request may be sent again (only a :class:`RerankConnectionError` is).
 
-    No answer to the connection attempt (``ConnectTimeout``) means the endpoint is
-    unreachable, like a refused connection: a :class:`RerankConnectionError`, retried
-    elsewhere. ``PoolTimeout`` is local (too many requests for the pool). A read or
-    write timeout means the server had the request: :class:`RerankTimeoutError`. An
-    answer that broke off after its status line (the connection closed or reset
-    mid-body, a body that cannot be decoded) means the request reached the model: a
-    :class:`MalformedResponseError` saying it was not sent again. The URL shown is
-    redacted (:func:`~qwen3_vllm_rerank._protocol.redact_url`).
+    The rule: a request is sent again only if it certainly produced no answer: the
+    connection could not be opened (refused, ``ConnectTimeout``), or it failed before any
+    byte of the answer arrived. Once one byte arrived (even half a status line), the
+    server had the request and may have computed the batch: a
+    :class:`MalformedResponseError` saying it was not sent again. Whether a byte arrived is
+    known on the pools this module builds; with an ``http_client`` you pass (or a proxy
+    mounted from the environment) it is not, so there a failure after the request started
+    going out is not retried either. A transport that reports no events at all (such as
+    ``httpx.MockTransport``) is taken at its word: its transport errors count as
+    unreachable. ``PoolTimeout`` is local (too many requests for the pool). A read or write
+    timeout, or the attempt's deadline, means the server had the request:
+    :class:`RerankTimeoutError`, not retried. The URL shown is redacted
+    (:func:`~qwen3_vllm_rerank._protocol.redact_url`).
     """
     url = proto.redact_url(str(request.url))
     timeouts = request.extensions.get("timeout", {})
-    status = _answer_status(request)
+    attempt = _attempt(request)
+    status = attempt.status
     error: Qwen3RerankError
     if isinstance(exc, httpx.ConnectTimeout):
         error = RerankConnectionError(
@@ -132,16 +368,34 @@ def translate_transport_error(exc: httpx.RequestError, request: httpx.Request) -
     elif isinstance(exc, httpx.PoolTimeout):
         error = RerankTimeoutError(url, timeouts.get("pool"), kind="pool")
     elif isinstance(exc, httpx.TimeoutException):
-        error = RerankTimeoutError(url, timeouts.get("read"))
-    elif status is not None or isinstance(exc, httpx.DecodingError):
-        answer = f"the answer (HTTP {status})" if status else "the answer"
-        what = "could not be decoded" if isinstance(exc, httpx.DecodingError) else "broke off mid-body"
+        # The whole attempt's deadline, or (on a pool without it) httpx's per-read timeout.
+        error = RerankTimeoutError(url, attempt.total if attempt.deadline_hit else timeouts.get("read"))
+    elif isinstance(exc, httpx.ConnectError):
+        error = RerankConnectionError(url, f"{type(exc).__name__}: {exc}")
+    elif status is not None or attempt.received or isinstance(exc, httpx.DecodingError):
+        if status:
+            answer = f"the answer (HTTP {status})"
+            what = "broke off mid-body"
+        else:
+            answer = "the answer"
+            what = "broke off before its headers ended" if attempt.received else "broke off mid-body"
+        if isinstance(exc, httpx.DecodingError):
+            what = "could not be decoded"
         error = MalformedResponseError(
             url,
             f"{answer} {what} ({type(exc).__name__}: {exc}). "
             "The request reached the server, so its batch may have been computed: it was not sent "
             "again (that could compute it twice). A proxy or a server restart can cut answers; "
             "call again if that is safe",
+        )
+    elif attempt.sent and not attempt.observed:
+        error = MalformedResponseError(
+            url,
+            f"the connection failed after the request was sent ({type(exc).__name__}: {exc}). "
+            "Through an http_client you pass (or a proxy) this client cannot tell whether the "
+            "server had started answering, so the request was not sent again (that could compute "
+            "the batch twice); let the client open its own connections to have such failures "
+            "retried, or call again if that is safe",
         )
     else:
         error = RerankConnectionError(url, f"{type(exc).__name__}: {exc}")
@@ -187,7 +441,7 @@ class LoopBoundClient:
         loop = asyncio.get_running_loop()
         bound = self._bound
         if bound is None or bound.loop is not loop:
-            http = httpx.AsyncClient(timeout=self._timeout, limits=self._limits)
+            http = _async_client(self._timeout, self._limits)
             closer = loop.create_task(_close_at_loop_end(http), name="qwen3-vllm-rerank: close pool")
             # A loop closed without cancelling its tasks (``loop.close()`` by hand) never runs
             # this one; its pool is then left to the garbage collector, as it would be without

@@ -7,10 +7,12 @@ and anything wrong is a :class:`~qwen3_vllm_rerank.errors.ConversionError` namin
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
 import reprlib
+import stat
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,8 +24,10 @@ from ..errors import ConversionError
 INDEX, SINGLE = "model.safetensors.index.json", "model.safetensors"
 DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "U16": 2, "I16": 2,
                "F16": 2, "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}  # fmt: skip
-#: A header this long is not one (the 8B's shards have headers of about 30 kB).
-MAX_HEADER = 100 << 20
+#: A header this long is not one of a checkpoint this converter reads: the 8B's shards have headers
+#: of about 30 kB. Parsing JSON costs 10-20 times its length in memory (a 22 MB header peaked at
+#: 245-455 MB); under this cap a header's parse peaks at about 12 MB (tracemalloc).
+MAX_HEADER = 1 << 20
 _METADATA = "__metadata__"
 _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 80, 80
@@ -87,12 +91,51 @@ def parse_json(raw: bytes, path: Path, what: str) -> object:
         raise ConversionError(f"{path}: {what} is not valid JSON: {short(str(exc))}") from exc
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON file holding an object (config.json, the index): anything else is a ConversionError."""
+def allowed_roots(root: Path) -> tuple[Path, ...]:
+    """Where the files of the checkpoint directory ``root`` may really be: inside ``root``, and for a
+    Hugging Face cache snapshot (``.../snapshots/REV``, whose files are symlinks into the repository's
+    ``blobs``) inside that ``blobs`` directory."""
+    real = Path(os.path.realpath(root))
+    return (real, real.parent.parent / "blobs") if real.parent.name == "snapshots" else (real,)
+
+
+def open_inside(path: Path) -> io.FileIO:
+    """``path``, a file of the checkpoint directory it lies in, opened for reading, unbuffered.
+
+    A symlink is followed only to a file inside that directory (or, for a Hugging Face cache
+    snapshot, inside its ``blobs``, see :func:`allowed_roots`); the resolved path is opened with
+    ``O_NOFOLLOW`` and must be a regular file (no FIFO or device). Else a ConversionError naming it.
+    """
+    real = Path(os.path.realpath(path))
+    if not any(real.is_relative_to(root) for root in allowed_roots(path.parent)):
+        raise ConversionError(
+            f"{path} is a symlink to {real}, outside the checkpoint directory {path.parent}: the converter "
+            "reads only the checkpoint's own files; copy the file into the directory if it belongs there"
+        )
     try:
-        raw = path.read_bytes()
+        # O_NONBLOCK: a FIFO is refused below instead of waiting for a writer.
+        fd = os.open(real, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
         raise ConversionError(f"cannot read {path}: {exc}") from exc
+    handle = os.fdopen(fd, "rb", buffering=0)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise ConversionError(f"{path} is not a regular file: the converter reads only plain files")
+    return handle
+
+
+def read_bytes(path: Path) -> bytes:
+    """All of ``path``, opened with :func:`open_inside`."""
+    with open_inside(path) as handle:
+        try:
+            return handle.readall()
+        except OSError as exc:
+            raise ConversionError(f"cannot read {path}: {exc}") from exc
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object (config.json, the index): anything else is a ConversionError."""
+    raw = read_bytes(path)
     data = parse_json(raw, path, "the file")
     if not isinstance(data, dict):
         raise ConversionError(f"{path} does not hold a JSON object but {short(data)}")
@@ -172,7 +215,7 @@ def read_shard(path: Path) -> Shard:
     """Parse a safetensors header and check it: every tensor well described, inside the file, alone
     in its bytes; ``__metadata__`` a string-to-string object if present."""
     try:
-        with path.open("rb") as handle:
+        with open_inside(path) as handle:
             size = os.fstat(handle.fileno()).st_size
             raw = handle.read(8)
             length = struct.unpack("<Q", raw)[0] if len(raw) == 8 else None
@@ -181,11 +224,16 @@ def read_shard(path: Path) -> Shard:
                     f"{path} is not a valid safetensors file: it is {size} bytes long, shorter than the "
                     "8-byte header length every safetensors file starts with"
                 )
-            if length > min(size - 8, MAX_HEADER):
-                limit = "the data that follows it" if length > size - 8 else f"{MAX_HEADER >> 20} MB"
+            if length > size - 8:
                 raise ConversionError(
                     f"{path} is not a valid safetensors file: its header length says {length} bytes, more "
-                    f"than {limit} ({size - 8} bytes follow): is it a safetensors file, complete?"
+                    f"than the data that follows it ({size - 8} bytes): is it a safetensors file, complete?"
+                )
+            if length > MAX_HEADER:
+                raise ConversionError(
+                    f"{path}: its safetensors header is {length} bytes long, over this converter's "
+                    f"{MAX_HEADER >> 20} MiB limit (Qwen3 rerankers' headers are about 30 kB): it is not "
+                    "a Qwen3 reranker's shard, or was written with an unusual amount of metadata"
                 )
             text = handle.read(length)
     except OSError as exc:
@@ -273,7 +321,7 @@ def read_shards(root: Path) -> tuple[list[Shard], dict[str, Any] | None, dict[st
 def read_rows(path: Path, head: Tensor, ids: Sequence[int]) -> list[list[float]]:
     """Rows of a 2-D float tensor as Python floats, read with ``pread`` (the rest stays on disk)."""
     row_bytes = head.shape[1] * DTYPE_SIZES[head.dtype]
-    with path.open("rb") as handle:
+    with open_inside(path) as handle:
         rows = [os.pread(handle.fileno(), row_bytes, head.start + i * row_bytes) for i in ids]
     if any(len(row) != row_bytes for row in rows):
         raise ConversionError(f"{path} ends inside a row of {head.name}")

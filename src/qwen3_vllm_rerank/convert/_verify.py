@@ -17,7 +17,7 @@ from ..errors import ConversionError
 from ..prompt import format_prompt
 from . import _sentence_transformers as st
 from ._plan import ORIGINAL_KEYS, SCORE, Source, is_copied, score
-from ._reading import INDEX, decode, read_json, read_shards
+from ._reading import INDEX, decode, open_inside, read_bytes, read_json, read_shards
 from ._writing import BUFFER
 
 _CODE_INSTRUCTION = "Given a code search query, retrieve code that answers the query"
@@ -123,9 +123,9 @@ def verify_files(source: Source, converted: Path) -> VerificationResult:
     if found != wanted or config.keys() & set(ORIGINAL_KEYS) or others[0] != others[1]:
         raise _failed(converted, f"has a wrong config.json: {found}, or other keys than the source's")
     with contextlib.ExitStack() as stack:  # each file opened once, all closed at the end
-        fd = functools.cache(lambda path: stack.enter_context(path.open("rb", buffering=0)).fileno())
+        fd = functools.cache(lambda path: stack.enter_context(open_inside(path)).fileno())
         tensors, compared, rounding = _check_tensors(source, converted, fd)
-    copied = {p.name: p.read_bytes() for p in sorted(source.root.iterdir()) if is_copied(p, source.vl)}
+    copied = {p.name: read_bytes(p) for p in sorted(source.root.iterdir()) if is_copied(p, source.vl)}
     written = {} if source.vl else {name: text.encode() for name, text in st.files().items()}
     for name, content in (copied | written).items():
         if not (converted / name).is_file() or (converted / name).read_bytes() != content:

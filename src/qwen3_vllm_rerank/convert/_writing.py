@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
 import shutil
+import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 from ..errors import ConversionError
 from . import _sentence_transformers as st
 from ._plan import LM_HEAD, SCORE, Plan, is_copied
-from ._reading import DTYPE_SIZES, INDEX, Shard, Tensor
+from ._reading import DTYPE_SIZES, INDEX, Shard, Tensor, open_inside
 
 logger = logging.getLogger("qwen3_vllm_rerank.convert")
 
@@ -53,6 +55,28 @@ class Copier:
             self.advance(copied)
 
 
+def copied_mode(src_mode: int) -> int:
+    """The permissions of a file written from a source file's bytes: 0644 if the source was readable
+    by others, else the source's own (a private file stays private: never wider than its source)."""
+    return 0o644 if src_mode & stat.S_IROTH else stat.S_IMODE(src_mode) & 0o777
+
+
+def create(path: Path, src_fd: int) -> io.FileIO:
+    """``path``, a new file (never an existing one or a symlink), with :func:`copied_mode` of ``src_fd``."""
+    mode = copied_mode(os.fstat(src_fd).st_mode)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, mode)
+    os.fchmod(fd, mode)  # whatever the umask
+    return os.fdopen(fd, "wb", buffering=0)
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """A checkpoint file copied as it is: read by :func:`~._reading.open_inside`, written by
+    :func:`create`."""
+    with open_inside(src) as source, create(dst, source.fileno()) as out:
+        shutil.copyfileobj(source, out, BUFFER)
+
+
 def rewrite_shard(shard: Shard, path: Path, score: tuple[Tensor, bytes] | None, copier: Copier) -> None:
     """``shard`` without ``lm_head.weight`` (with ``score`` added), tensor by tensor, into ``path``."""
     tensors = [t for name, t in shard.tensors.items() if name != LM_HEAD] + ([score[0]] if score else [])
@@ -68,7 +92,7 @@ def rewrite_shard(shard: Shard, path: Path, score: tuple[Tensor, bytes] | None, 
         offset += t.nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, like safetensors writes
-    with shard.path.open("rb", buffering=0) as src, path.open("xb", buffering=0) as dst:
+    with open_inside(shard.path) as src, create(path, src.fileno()) as dst:
         _write_all(dst.fileno(), struct.pack("<Q", len(encoded)) + encoded)
         for tensor in tensors:
             if score and tensor is score[0]:
@@ -78,16 +102,18 @@ def rewrite_shard(shard: Shard, path: Path, score: tuple[Tensor, bytes] | None, 
 
 
 def _link_or_copy(shard: Shard, dst: Path, link: bool, copier: Copier) -> None:
-    if link:
+    if link and copied_mode(os.stat(shard.path).st_mode) == stat.S_IMODE(os.stat(shard.path).st_mode):
+        # A hard link shares the source's inode and mode, so only a file whose mode a copy would keep.
         try:
-            os.link(shard.path.resolve(), dst)
+            with open_inside(shard.path):  # refuses a symlink out of the checkpoint
+                os.link(os.path.realpath(shard.path), dst, follow_symlinks=False)
             copier.advance(shard.size)
             return
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
                 raise
             logger.warning("cannot hard-link %s (%s); copying it", shard.path, exc.strerror)
-    with shard.path.open("rb", buffering=0) as src, dst.open("xb", buffering=0) as out:
+    with open_inside(shard.path) as src, create(dst, src.fileno()) as out:
         copier.copy(src.fileno(), 0, out.fileno(), shard.size)  # copy_file_range: ~4x sendfile here
 
 
@@ -112,6 +138,6 @@ def write(plan: Plan, out: Path, *, link: bool, progress: bool | None) -> None:
             (out / name).write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     for path in sorted(source.root.iterdir()):
         if is_copied(path, source.vl):
-            shutil.copyfile(path, out / path.name)
+            copy_file(path, out / path.name)
     if not source.vl:  # Sentence Transformers cannot load a Qwen3-VL seq-cls checkpoint
         st.write(out)

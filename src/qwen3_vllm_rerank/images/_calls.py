@@ -1,10 +1,13 @@
 """All the images of one call, prepared within the call's memory budget, in parallel.
 
 Both paths read (or fetch) each image, look it up in the cache and check its header first,
-then decode, resize and encode it in the process's bounded pool (:data:`DECODE_WORKERS`
-threads: Pillow releases the GIL there, so a call's images are prepared on every core) as far
-as their estimated costs fit in the call's budget together. The sync path reads the images in
-the calling thread, one ahead of the pool at most once the budget is full; the async path
+then decode, resize and encode it (:func:`~._preparing.start`: an image file in the sandbox's
+worker processes, bounded in time and memory; a PIL image in the process's thread pool; both
+:data:`DECODE_WORKERS` at once, so a call's images are prepared on every core) as far as their
+estimated costs fit in the call's budget together. The call's budget is also who the sandbox
+serves: calls take turns there, so one call's slow images never hold up another's. The sync
+path reads the images in the calling thread, one ahead of the workers at most once the budget
+is full; the async path
 fetches and reads up to :data:`IMAGES_IN_FLIGHT` at once without blocking the loop. Each
 image's outcome is returned (its :class:`PreparedImage` or the :class:`UnusableImage` saying
 why not), so that the caller can tell every unusable document of the call at once.
@@ -15,12 +18,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from concurrent.futures import Future
+from functools import partial
 
 from ._cache import PreparedImageCache
 from ._failures import UnusableImage
 from ._fetching import UrlFetcher
 from ._memory import DECODE_WORKERS, DecodeBudget, ThreadDecodeBudget
-from ._preparing import PreparedImage, Settings, aprepare_in_call, decoding, finish, load
+from ._preparing import PreparedImage, Settings, aprepare_in_call, decoding, load, start
 from ._sources import Image
 
 __all__ = ["DECODE_WORKERS", "IMAGES_IN_FLIGHT", "Outcome", "aprepare_each", "prepare_each"]
@@ -47,7 +51,8 @@ def prepare_each(
     settings: Settings | None = None,
     cache: PreparedImageCache | None = None,
 ) -> list[Outcome]:
-    """Each image prepared (in the pool, within the call's budget), or why it could not be.
+    """Each image prepared (in the sandbox or the pool, within the call's budget), or why it
+    could not be.
 
     Args:
         labelled: the images, each with the label that names it in errors.
@@ -65,7 +70,9 @@ def prepare_each(
             outcomes.append(error)
             continue
         outcomes.append(
-            step if isinstance(step, PreparedImage) else budget.submit(step.cost, finish, step, cache)
+            step
+            if isinstance(step, PreparedImage)
+            else budget.submit(step.cost, partial(start, step, cache, budget))
         )
     return [
         _outcome(image, outcome) if isinstance(outcome, Future) else outcome

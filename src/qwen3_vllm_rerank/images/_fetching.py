@@ -6,8 +6,9 @@ import asyncio
 import os
 import re
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from .._protocol import redact_url
 from ..errors import InvalidInput
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from ._network import Deadline
 
 
-__all__ = ["FETCH_FAILED", "UrlFetcher"]
+__all__ = ["FETCH_FAILED", "OriginHeaders", "UrlFetcher", "fetch_failed"]
 
 #: What the caller is told about any refused or failed fetch: one text, so that errors cannot
 #: map a network (which hosts answer, which ports are open, what they serve).
@@ -32,15 +33,114 @@ FETCH_FAILED = (
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _RESERVED_HEADERS = frozenset(
-    {"host", "accept-encoding", "content-length", "transfer-encoding", "connection"}
+    {"host", "accept-encoding", "content-length", "transfer-encoding", "connection", "user-agent"}
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Printable ASCII a request target may carry as is; anything else is percent-encoded.
 _SAFE = "".join(chr(c) for c in range(33, 127) if chr(c) not in '"<>\\^`{|}')
 
 
+#: ``UrlFetcher.headers`` once checked: ``(origin, ((name, value), ...))`` sorted by origin, each
+#: origin spelled ``scheme://host:port`` (lower case, IDNA, default port filled in).
+OriginHeaders: TypeAlias = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+_KEY_BY_ORIGIN = (
+    "UrlFetcher headers are keyed by origin, so that a credential goes only to the one scheme, host "
+    "and port it is for: write headers={{'https://cdn.example.com': {{{name!r}: ...}}}} (the port "
+    "defaults to 443 for https, 80 for http); User-Agent, sent to every host, is user_agent=..."
+)
+
+
 class _Refused(Exception):
     """A fetch refused or failed, with the detail that goes to the debug log only."""
+
+
+def fetch_failed(url: str, label: str, detail: object) -> UnusableImage:
+    """The one error for an image URL that was refused, failed, or did not give a usable image
+    (the detail logged at debug)."""
+    logger.debug("%s: fetching %s: %s", label, redact_url(url), detail)
+    return UnusableImage(label, FETCH_FAILED)
+
+
+def _origin_key(scheme: str, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}:{port}"
+
+
+def _idna(host: str) -> str:
+    return normalize_host(host).encode("idna").decode("ascii")
+
+
+def _origin(text: str) -> str:
+    """``text`` (``scheme://host[:port]``) as an origin key; :class:`InvalidInput` otherwise."""
+    problem = f"UrlFetcher headers key {redact_url(text)!r} is not an origin (http(s)://host[:port])"
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+        host = _idna(parts.hostname or "")
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidInput(f"{problem}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not host:
+        raise InvalidInput(f"{problem}: only http and https, with a host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidInput(f"{problem}: no user:password@ in it")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise InvalidInput(f"{problem}: no path, query or fragment (headers go to the whole origin)")
+    return _origin_key(scheme, host, _DEFAULT_PORTS[scheme] if port is None else port)
+
+
+def _checked_value(name: str, value: object) -> tuple[str, str]:
+    if not isinstance(value, str) or any(c in value for c in "\r\n\0") or not value.isascii():
+        raise InvalidInput(f"UrlFetcher header {name!r} needs an ASCII str value without CR, LF or NUL")
+    return name, value
+
+
+def _checked_fields(origin: str, fields: object) -> tuple[tuple[str, str], ...]:
+    if isinstance(fields, Mapping):
+        pairs = list(fields.items())
+    elif isinstance(fields, tuple | list):
+        pairs = list(fields)
+    else:
+        raise InvalidInput(
+            f"UrlFetcher headers[{origin!r}] must map header names to values, got {type(fields).__name__}"
+        )
+    checked: list[tuple[str, str]] = []
+    for pair in pairs:
+        if not (isinstance(pair, tuple | list) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise InvalidInput(f"UrlFetcher headers[{origin!r}] must map header names (str) to values")
+        name = pair[0]
+        if not _TOKEN.match(name):
+            raise InvalidInput(f"UrlFetcher header {name!r} is not a valid header name")
+        if name.lower() in _RESERVED_HEADERS:
+            which = "user_agent=..." if name.lower() == "user-agent" else "the fetcher itself"
+            raise InvalidInput(f"UrlFetcher header {name!r} is set by {which}; leave it out of headers")
+        checked.append(_checked_value(name, pair[1]))
+    return tuple(checked)
+
+
+def _checked_headers(given: object) -> OriginHeaders:
+    """``UrlFetcher.headers`` checked and made hashable; a mapping not keyed by origin is refused."""
+    if isinstance(given, Mapping):
+        items = list(given.items())
+    elif isinstance(given, tuple | list):
+        items = list(given)
+    else:
+        raise InvalidInput(
+            f"UrlFetcher headers must be a mapping of origin to headers, got {type(given).__name__}"
+        )
+    checked: dict[str, tuple[tuple[str, str], ...]] = {}
+    for item in items:
+        if not (isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str)):
+            raise InvalidInput(_KEY_BY_ORIGIN.format(name="Authorization"))
+        key, fields = item
+        if "://" not in key:  # a header name: a flat mapping, which would go to every host
+            raise InvalidInput(_KEY_BY_ORIGIN.format(name=key if _TOKEN.match(key) else "Authorization"))
+        origin = _origin(key)
+        if origin in checked:
+            raise InvalidInput(f"UrlFetcher headers name the origin {origin!r} twice")
+        checked[origin] = _checked_fields(origin, fields)
+    return tuple(sorted(checked.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +151,11 @@ class _Target:
     host: str  # normalized: lower case, no brackets
     port: int
     target: str  # path and query
-    origin: tuple[str, str, int]
+
+    @property
+    def origin(self) -> str:
+        """The origin key its configured headers are looked up by."""
+        return _origin_key(self.scheme, self.host, self.port)
 
     @property
     def host_header(self) -> str:
@@ -86,13 +190,22 @@ class UrlFetcher:
             included, on any port: a host listed by name is fetched whatever it resolves to, any
             other host only if every address it resolves to lies in a listed network. ``()``
             fetches no URL at all (``file:`` URLs can still be read from ``file_roots``).
-        headers: sent with each request. ``User-Agent`` goes to every host. Any other header
-            (e.g. ``Authorization`` for the application's CDN) needs ``allowed_hosts`` and goes
-            only to the host, port and scheme of the document's URL itself, never across a
-            redirect to another one. ``repr`` shows header names, never their values.
-        file_roots: directories ``file:`` URLs may be read from (``()``, the default: none, a
-            ``file:`` URL is refused). Only a regular file whose real path (symlinks resolved)
-            lies inside one of them is read.
+        headers: credentials and other headers, keyed by the origin they are for:
+            ``{"https://cdn.example.com": {"Authorization": "Bearer ..."}}``. An origin is a
+            scheme, host and port (``https://cdn.example.com`` is port 443, ``http://...`` port
+            80); its headers go with a request to exactly that origin and no other: not to another
+            port or subdomain of the host, not over plain http unless the origin is http, not to
+            the target of a redirect to another origin. A mapping keyed by header names (which
+            would go everywhere) is refused. ``repr`` shows origins and header names, never values.
+        user_agent: the ``User-Agent`` sent to every host (``""``: none).
+        file_roots: the directories local images may be read from, by any spelling: ``file:``
+            URLs and paths a retrieved document names (``Image(..., retrieved=True)``, as the
+            adapters make them) are read only inside them, and refused when there are none; a
+            path the application gives itself is read anywhere when there are none, and only
+            inside them when there are. Only regular files are read: the path is resolved to
+            find what lies below a root, then opened component by component from the root
+            following no symbolic link (see ``images/_local.py``), so nothing swapped in since
+            is followed; the roots themselves are resolved once, here.
 
     Invalid settings raise :class:`~qwen3_vllm_rerank.errors.InvalidInput`. Pass one to the
     client (``image_fetcher=``) or to :func:`prepare_image`.
@@ -102,7 +215,8 @@ class UrlFetcher:
     max_bytes: int = 20 * 1024 * 1024
     max_redirects: int = 3
     allowed_hosts: tuple[str, ...] | None = None
-    headers: tuple[tuple[str, str], ...] = (("User-Agent", "qwen3-vllm-rerank"),)
+    headers: Mapping[str, Mapping[str, str]] | OriginHeaders = ()
+    user_agent: str = "qwen3-vllm-rerank"
     file_roots: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -125,31 +239,9 @@ class UrlFetcher:
                 )
             object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
             HostRules.parse(self.allowed_hosts)
-        object.__setattr__(self, "headers", self._checked_headers())
+        object.__setattr__(self, "headers", _checked_headers(self.headers))
+        _checked_value("User-Agent", self.user_agent)
         object.__setattr__(self, "file_roots", self._checked_roots())
-
-    def _checked_headers(self) -> tuple[tuple[str, str], ...]:
-        checked: list[tuple[str, str]] = []
-        for pair in self.headers:
-            if not (
-                isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
-            ):
-                raise InvalidInput(
-                    f"UrlFetcher headers must be (name, value) pairs of str, got {type(pair).__name__}"
-                )
-            name, value = pair
-            if not _TOKEN.match(name) or any(c in value for c in "\r\n\0") or not value.isascii():
-                raise InvalidInput(f"UrlFetcher header {name!r} is not a valid header name and ASCII value")
-            if name.lower() in _RESERVED_HEADERS:
-                raise InvalidInput(f"UrlFetcher header {name!r} is set by the fetcher itself; leave it out")
-            if name.lower() != "user-agent" and self.allowed_hosts is None:
-                raise InvalidInput(
-                    f"UrlFetcher header {name!r} would go to whatever host a document names: headers other "
-                    "than User-Agent are sent only to hosts of allowed_hosts; give allowed_hosts=(...) "
-                    "naming the hosts they are for"
-                )
-            checked.append((name, value))
-        return tuple(checked)
 
     def _checked_roots(self) -> tuple[str, ...]:
         if isinstance(self.file_roots, str | os.PathLike):
@@ -165,19 +257,26 @@ class UrlFetcher:
         return tuple(roots)
 
     def __repr__(self) -> str:
-        names = [name for name, _ in self.headers]
+        shown = "; ".join(
+            f"{origin} ({', '.join(name for name, _ in fields)})" for origin, fields in self._origin_headers()
+        )
         return (
             f"UrlFetcher(timeout={self.timeout!r}, max_bytes={self.max_bytes!r}, "
             f"max_redirects={self.max_redirects!r}, allowed_hosts={self.allowed_hosts!r}, "
-            f"headers=<values hidden: {', '.join(names) or 'none'}>, file_roots={self.file_roots!r})"
+            f"headers=<values hidden: {shown or 'none'}>, user_agent={self.user_agent!r}, "
+            f"file_roots={self.file_roots!r})"
         )
+
+    def _origin_headers(self) -> OriginHeaders:
+        # Always the checked tuple once __post_init__ ran.
+        return self.headers if isinstance(self.headers, tuple) else _checked_headers(self.headers)
 
     # -- pure steps, shared by fetch and afetch ------------------------------------------
 
     def _rules(self) -> HostRules | None:
         return None if self.allowed_hosts is None else HostRules.parse(self.allowed_hosts)
 
-    def _target(self, url: str, first: _Target | None) -> _Target:
+    def _target(self, url: str) -> _Target:
         """Where ``url`` points, refused when its scheme, shape or host may not be fetched."""
         try:
             parts = urllib.parse.urlsplit(url)
@@ -189,13 +288,12 @@ class UrlFetcher:
             raise _Refused(f"scheme {scheme!r} is not fetched (only http and https)")
         if parts.username is not None or parts.password is not None:
             raise _Refused("the URL carries credentials (user:password@); such a URL is not fetched")
-        host = normalize_host(parts.hostname or "")
-        if not host:
-            raise _Refused("the URL has no host")
         try:
-            host = host.encode("idna").decode("ascii")
+            host = _idna(parts.hostname or "")
         except UnicodeError as exc:
             raise _Refused(f"the host name does not encode ({exc})") from exc
+        if not host:
+            raise _Refused("the URL has no host")
         rules = self._rules()
         if rules is not None and not rules.names and not rules.suffixes and not rules.networks:
             raise _Refused("allowed_hosts=() fetches no URL")
@@ -204,8 +302,7 @@ class UrlFetcher:
         target = urllib.parse.quote(parts.path or "/", safe=_SAFE)
         if parts.query:
             target += "?" + urllib.parse.quote(parts.query, safe=_SAFE)
-        origin = (scheme, host, port)
-        return _Target(scheme, host, port, target, first.origin if first is not None else origin)
+        return _Target(scheme, host, port, target)
 
     def _check_addresses(self, target: _Target, resolved: list[str]) -> list[str]:
         addresses = [parse_address(text) for text in resolved]
@@ -218,11 +315,13 @@ class UrlFetcher:
         return resolved
 
     def _request_headers(self, target: _Target) -> list[tuple[bytes, bytes]]:
-        same_origin = (target.scheme, target.host, target.port) == target.origin
+        """The request's headers: the configured ones of exactly its own origin, and no other."""
         headers = [(b"Host", target.host_header.encode("ascii")), (b"Accept-Encoding", b"identity")]
-        for name, value in self.headers:
-            if name.lower() == "user-agent" or same_origin:
-                headers.append((name.encode("ascii"), value.encode("ascii")))
+        if self.user_agent:
+            headers.append((b"User-Agent", self.user_agent.encode("ascii")))
+        for origin, fields in self._origin_headers():
+            if origin == target.origin:
+                headers.extend((name.encode("ascii"), value.encode("ascii")) for name, value in fields)
         return headers
 
     def _url(self, target: _Target) -> httpcore.URL:
@@ -259,8 +358,7 @@ class UrlFetcher:
             raise _Refused(f"the body grew over max_bytes={self.max_bytes}")
 
     def _failed(self, url: str, label: str, detail: object) -> UnusableImage:
-        logger.debug("%s: fetching %s: %s", label, redact_url(url), detail)
-        return UnusableImage(label, FETCH_FAILED)
+        return fetch_failed(url, label, detail)
 
     # -- sync and async shells -----------------------------------------------------------
 
@@ -281,11 +379,9 @@ class UrlFetcher:
         from ._network import PinnedBackend, resolve
 
         backend = PinnedBackend(deadline)
-        first: _Target | None = None
         with httpcore.ConnectionPool(network_backend=backend, max_connections=1) as pool:
             for _ in range(self.max_redirects + 1):
-                target = self._target(url, first)
-                first = first or target
+                target = self._target(url)
                 backend.pin(
                     target.host, self._check_addresses(target, resolve(target.host, target.port, deadline))
                 )
@@ -325,11 +421,9 @@ class UrlFetcher:
         from ._network import AsyncPinnedBackend, aresolve
 
         backend = AsyncPinnedBackend(deadline)
-        first: _Target | None = None
         async with httpcore.AsyncConnectionPool(network_backend=backend, max_connections=1) as pool:
             for _ in range(self.max_redirects + 1):
-                target = self._target(url, first)
-                first = first or target
+                target = self._target(url)
                 resolved = await aresolve(target.host, target.port, deadline)
                 backend.pin(target.host, self._check_addresses(target, resolved))
                 async with pool.stream(

@@ -11,20 +11,33 @@ against the name.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import httpcore
 
+from ._addresses import parse_address
+
 # The timeout parameters are httpcore's interface, bounded here by the deadline.
 # ruff: noqa: ASYNC109
 
-__all__ = ["TRANSPORT_ERRORS", "AsyncPinnedBackend", "Deadline", "PinnedBackend", "aresolve", "resolve"]
+__all__ = [
+    "RESOLVER",
+    "TRANSPORT_ERRORS",
+    "AsyncPinnedBackend",
+    "Deadline",
+    "PinnedBackend",
+    "Resolver",
+    "aresolve",
+    "resolve",
+]
 
 #: Everything the transport raises for a failed exchange (not programmer errors).
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
@@ -37,9 +50,6 @@ TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
     UnicodeError,  # a host name that does not encode
     ssl.CertificateError,
 )
-
-# Name resolution blocks in getaddrinfo: the sync path waits for it at most until the deadline.
-_RESOLVERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qwen3-image-resolve")
 
 
 class Deadline:
@@ -71,9 +81,88 @@ def _addresses(infos: Iterable[tuple[Any, ...]]) -> list[str]:
     return seen
 
 
+def _lookup(host: str, port: int) -> list[tuple[Any, ...]]:
+    # socket.getaddrinfo looked up at each call: a test stalls it there (a DNS server that never
+    # answers is a fault a real one cannot produce on demand).
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
+class Resolver:
+    """Name lookups in a bounded pool of threads, none of them ever waited for past a deadline.
+
+    ``getaddrinfo`` cannot be cancelled: a lookup whose caller gave up keeps its thread until
+    the system resolver answers or gives up. So a lookup is started only when a thread is free
+    for it at once (never queued behind stuck ones) and fewer than ``per_host`` lookups of the
+    same name are still running; otherwise it fails at once. A name that never answers holds at
+    most ``per_host`` threads, and every other host (and every IP literal, never looked up)
+    is resolved as fast as ever.
+    """
+
+    def __init__(self, threads: int = 32, per_host: int = 2) -> None:
+        self._threads = threads
+        self._per_host = per_host
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="qwen3-image-resolve")
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+
+    def running(self, host: str | None = None) -> int:
+        """Lookups still running (of ``host``, or of every host)."""
+        with self._lock:
+            return sum(self._running.values()) if host is None else self._running.get(host, 0)
+
+    def start(self, host: str, port: int) -> Future[list[tuple[Any, ...]]]:
+        """A lookup of ``host`` started on a free thread; ``httpcore.ConnectError`` when none may be."""
+        with self._lock:
+            if sum(self._running.values()) >= self._threads:
+                raise httpcore.ConnectError(f"not resolving {host}: {self._threads} lookups still unanswered")
+            if self._running.get(host, 0) >= self._per_host:
+                raise httpcore.ConnectError(
+                    f"not resolving {host}: {self._per_host} lookups of it still unanswered"
+                )
+            self._running[host] = self._running.get(host, 0) + 1
+        try:
+            future = self._pool.submit(_lookup, host, port)
+        except BaseException:
+            self._finished(host)
+            raise
+        future.add_done_callback(lambda _: self._finished(host))
+        return future
+
+    def _finished(self, host: str) -> None:
+        with self._lock:
+            left = self._running.get(host, 1) - 1
+            if left:
+                self._running[host] = left
+            else:
+                self._running.pop(host, None)
+
+
+RESOLVER = Resolver()
+
+
+_LEGACY_IPV4 = re.compile(r"[0-9a-fA-Fx.]+")
+
+
+def _literal(host: str) -> list[str] | None:
+    """The address an IP literal names (IPv6, dotted IPv4, or a legacy IPv4 form such as
+    ``127.1`` or ``0x7f000001`` that ``getaddrinfo`` would read as one), found without any
+    lookup; ``None`` for a name."""
+    if parse_address(host) is not None:
+        return [host]
+    if not _LEGACY_IPV4.fullmatch(host):
+        return None
+    try:
+        return [socket.inet_ntoa(socket.inet_aton(host))]
+    except (OSError, UnicodeError, ValueError):
+        return None
+
+
 def resolve(host: str, port: int, deadline: Deadline) -> list[str]:
     """The addresses ``host`` resolves to, waiting at most until ``deadline``."""
-    future = _RESOLVERS.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    literal = _literal(host)
+    if literal is not None:
+        return literal
+    future = RESOLVER.start(host, port)
     try:
         return _addresses(future.result(timeout=deadline.left()))
     except FutureTimeout as exc:
@@ -81,11 +170,16 @@ def resolve(host: str, port: int, deadline: Deadline) -> list[str]:
 
 
 async def aresolve(host: str, port: int, deadline: Deadline) -> list[str]:
-    """:func:`resolve` for asyncio."""
-    loop = asyncio.get_running_loop()
+    """:func:`resolve` for asyncio: the same pool, awaited (never the loop's default executor,
+    which reading files shares)."""
+    literal = _literal(host)
+    if literal is not None:
+        return literal
+    future = RESOLVER.start(host, port)
     try:
         async with asyncio.timeout(deadline.left()):
-            return _addresses(await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+            infos = await asyncio.wrap_future(future)
+        return _addresses(infos)
     except TimeoutError as exc:
         raise httpcore.ConnectTimeout(f"resolving {host} took over {deadline.seconds} s") from exc
 

@@ -16,8 +16,11 @@ Hostile input never gets further than this module: corrupt or non-image bytes, i
 over :data:`MAX_IMAGE_PIXELS` decoded pixels or over the decoding budget
 (:data:`~qwen3_vllm_rerank.images._memory.DECODE_BUDGET_BYTES`, both checked from the header,
 before decoding), over :data:`MAX_IMAGE_BYTES` bytes (checked before reading), aspect ratios
-over 200:1, unreadable files and malformed ``data:`` URLs raise
-:class:`~qwen3_vllm_rerank.errors.InvalidInput` naming the input. URLs are refused unless the
+over 200:1, JPEGs of more scans than :data:`~qwen3_vllm_rerank.images._memory.MAX_JPEG_SCANS`
+(counted in the bytes), unreadable files and malformed ``data:`` URLs raise
+:class:`~qwen3_vllm_rerank.errors.InvalidInput` naming the input. An image file is decoded
+in a worker process (``_sandbox.py``), stopped and refused the same way if it takes longer than
+its time bound or more memory than its header announced. URLs are refused unless the
 caller passes a :class:`UrlFetcher`: a retrieved document is attacker-controlled, and fetching
 whatever URL it names is a decision for the application, never a default.
 
@@ -42,16 +45,20 @@ import hashlib
 import io
 import warnings
 from collections.abc import Hashable, Iterator
-from dataclasses import dataclass, replace
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, assert_never
 
 from ._cache import PNG_COMPRESS_LEVEL, PreparedImageCache, pixels_key, source_key
 from ._failures import UnusableImage
-from ._fetching import UrlFetcher
+from ._fetching import UrlFetcher, fetch_failed
 from ._geometry import smart_resize
-from ._local import FileUnreadable, read_file_url, read_path, unreadable
-from ._memory import DECODE_BUDGET_BYTES, DecodeBudget, decode_cost
+from ._local import unreadable
+from ._memory import DECODE_BUDGET_BYTES, MAX_JPEG_SCANS, DecodeBudget, decode_cost, decode_pool, jpeg_scans
+from ._policy import Fetch, Inline, ReadFile, decide, fetched, read
 from ._prepared import PreparedImage
+from ._sandbox import DECODE_SECONDS, Decoded, Job, chained, memory_bound, sandbox
 from ._sources import Image, ImageSource, SourceKind, _as_image, describe
 
 if TYPE_CHECKING:
@@ -74,6 +81,8 @@ __all__ = [
     "open_checked",
     "prepare_image",
     "prepare_in_call",
+    "render",
+    "start",
 ]
 
 #: Default cap on an image's encoded size (file, bytes, data URL or download).
@@ -86,6 +95,7 @@ MAX_IMAGE_PIXELS = 64_000_000
 _FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
 _INSTALL = 'scoring images needs Pillow: pip install "qwen3-vllm-rerank[images]"'
 _SMALLER = "downscale it before indexing, or pass a smaller image"
+_REPLACE = "re-encode it (a baseline JPEG or a PNG) or pass a smaller image"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +106,16 @@ class Settings:
         max_image_bytes: cap on the encoded image (file, bytes, data URL or download).
         max_image_pixels: cap on its decoded pixels, from the header.
         decode_budget: cap on the memory preparing it may take, estimated from the header.
+        decode_seconds: wall (and CPU) seconds its file may take to decode and prepare in
+            the sandbox before it is stopped.
+        max_jpeg_scans: cap on a JPEG's scans, counted in its bytes before decoding.
     """
 
     max_image_bytes: int = MAX_IMAGE_BYTES
     max_image_pixels: int = MAX_IMAGE_PIXELS
     decode_budget: int = DECODE_BUDGET_BYTES
+    decode_seconds: float = DECODE_SECONDS
+    max_jpeg_scans: int = MAX_JPEG_SCANS
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +132,8 @@ class Opened:
     #: Its cache key when it is cached by its file's bytes; ``None`` for a PIL image (keyed by
     #: its RGB pixels in :func:`finish`) or without a cache.
     key: Hashable | None = None
+    #: The file's bytes, decoded in the sandbox; ``None`` for a PIL image (prepared in a thread).
+    data: bytes | None = field(default=None, repr=False)
 
 
 def _pil() -> Any:
@@ -147,36 +164,18 @@ def _decode_data_url(source: str, label: str, max_bytes: int) -> bytes:
         raise UnusableImage(label, f"the data URL's base64 data is corrupt ({exc})") from exc
 
 
-def _refuse_url(url: str, label: str) -> UnusableImage:
-    return UnusableImage(
-        label,
-        f"image URL {describe(url)} is not fetched by default (a document's URL is chosen by whoever "
-        "wrote the document, and fetching it is the application's decision); opt in by passing a "
-        "qwen3_vllm_rerank.images.UrlFetcher to the client (image_fetcher=...), or pass the image "
-        "itself (path, bytes, PIL image or data: URL)",
-    )
-
-
-def _refuse_file_url(url: str, label: str) -> UnusableImage:
-    return UnusableImage(
-        label,
-        f"image {describe(url)} is a file: URL, which is not read by default (a document's URL is "
-        "chosen by whoever wrote the document); to read local files named by documents, pass "
-        "image_fetcher=UrlFetcher(file_roots=(directory, ...)) naming the directories they may be in",
-    )
-
-
 def _check_size(data: bytes, label: str, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise UnusableImage(label, f"image of {len(data)} bytes is over the limit of {max_bytes}; {_SMALLER}")
     return data
 
 
-def _read_local(image: Image, label: str, fetcher: UrlFetcher | None, max_bytes: int) -> bytes | PILImage:
-    """What a source that needs no network holds (URLs are the caller's to fetch)."""
+def _read_local(image: Image, decision: Inline | ReadFile, label: str, max_bytes: int) -> bytes | PILImage:
+    """What a source that needs no network holds, as the source policy decided (``_policy.py``)."""
+    if isinstance(decision, ReadFile):
+        return read(image, decision, label, max_bytes)
     source = image.source
     kind = image.kind
-    shown = describe(source)
     match kind:
         case SourceKind.PIL:
             return source  # type: ignore[return-value]
@@ -184,28 +183,10 @@ def _read_local(image: Image, label: str, fetcher: UrlFetcher | None, max_bytes:
             return _check_size(bytes(source), label, max_bytes)  # type: ignore[arg-type]
         case SourceKind.DATA_URL:
             return _decode_data_url(source, label, max_bytes)  # type: ignore[arg-type]
-        case SourceKind.PATH:
-            try:
-                return read_path(source, max_bytes)  # type: ignore[arg-type]
-            except FileUnreadable as exc:
-                raise unreadable(label, shown, exc) from None
-        case SourceKind.FILE_URL:
-            if fetcher is None or not fetcher.file_roots:
-                raise _refuse_file_url(source, label)  # type: ignore[arg-type]
-            try:
-                return read_file_url(source, fetcher.file_roots, max_bytes)  # type: ignore[arg-type]
-            except FileUnreadable as exc:
-                raise unreadable(label, shown, exc) from None
-        case SourceKind.URL:
-            raise _refuse_url(source, label)  # type: ignore[arg-type]  # pragma: no cover
+        case SourceKind.PATH | SourceKind.FILE_URL | SourceKind.URL:  # pragma: no cover - not INLINE
+            raise UnusableImage(label, f"image {describe(source)} holds no image itself")
         case _:
             assert_never(kind)
-
-
-def _url_fetcher(image: Image, label: str, fetcher: UrlFetcher | None) -> UrlFetcher:
-    if fetcher is None:
-        raise _refuse_url(image.source, label)  # type: ignore[arg-type]
-    return fetcher
 
 
 def _over_pixels(width: int, height: int, label: str, shown: str, max_pixels: int) -> UnusableImage:
@@ -216,27 +197,39 @@ def _over_pixels(width: int, height: int, label: str, shown: str, max_pixels: in
     )
 
 
-def open_checked(loaded: bytes | PILImage, label: str, shown: str, settings: Settings) -> Opened:
-    """``loaded``'s header read and checked (pixels, aspect ratio, decoding cost), nothing decoded."""
+def _open_bytes(data: bytes, label: str, shown: str) -> PILImage:
+    """The image file ``data`` opened (its header read), nothing decoded."""
     pil = _pil()
+    pil.init()  # registers every format plugin (once): open(formats=...) needs them
+    try:
+        with warnings.catch_warnings():
+            # Our own caps are checked from the header (open_checked), before decoding.
+            warnings.simplefilter("ignore")  # a hostile file's warnings say nothing useful
+            return pil.open(io.BytesIO(data), formats=_FORMATS)  # type: ignore[no-any-return]
+    except pil.DecompressionBombError as exc:
+        raise UnusableImage(
+            label, f"image {shown} has too many pixels, over the limit ({exc}); {_SMALLER}"
+        ) from exc
+    except pil.UnidentifiedImageError as exc:
+        raise UnusableImage(
+            label, f"{shown} is not an image this library reads (PNG, JPEG, GIF, WebP, BMP, TIFF)"
+        ) from exc
+    except Exception as exc:  # corrupt headers surface as OSError, SyntaxError, ValueError...
+        raise UnusableImage(label, f"image {shown} is corrupt ({type(exc).__name__}: {exc})") from exc
+
+
+def open_checked(loaded: bytes | PILImage, label: str, shown: str, settings: Settings) -> Opened:
+    """``loaded``'s header read and checked (pixels, aspect ratio, decoding cost, a JPEG's
+    scans), nothing decoded."""
     if isinstance(loaded, bytes):
-        pil.init()  # registers every format plugin (once): open(formats=...) needs them
-        try:
-            with warnings.catch_warnings():
-                # Our own caps are checked from the header below, before decoding.
-                warnings.simplefilter("ignore")  # a hostile file's warnings say nothing useful
-                image = pil.open(io.BytesIO(loaded), formats=_FORMATS)
-        except pil.DecompressionBombError as exc:
+        image, encoded = _open_bytes(loaded, label, shown), len(loaded)
+        scans = jpeg_scans(loaded) if image.format in ("JPEG", "MPO") else 0
+        if scans > settings.max_jpeg_scans:
             raise UnusableImage(
-                label, f"image {shown} has too many pixels, over the limit ({exc}); {_SMALLER}"
-            ) from exc
-        except pil.UnidentifiedImageError as exc:
-            raise UnusableImage(
-                label, f"{shown} is not an image this library reads (PNG, JPEG, GIF, WebP, BMP, TIFF)"
-            ) from exc
-        except Exception as exc:  # corrupt headers surface as OSError, SyntaxError, ValueError...
-            raise UnusableImage(label, f"image {shown} is corrupt ({type(exc).__name__}: {exc})") from exc
-        encoded = len(loaded)
+                label,
+                f"image {shown} is a JPEG of {scans} scans, over the limit of {settings.max_jpeg_scans} "
+                f"(a progressive JPEG has about 10; each scan decodes the whole image again); {_REPLACE}",
+            )
     else:
         image, encoded = loaded, 0
     width, height = image.width, image.height
@@ -253,7 +246,8 @@ def open_checked(loaded: bytes | PILImage, label: str, shown: str, settings: Set
             f"image {shown} ({width}x{height} {image.mode}) would take about {cost >> 20} MiB to decode "
             f"and prepare, over the budget of {settings.decode_budget >> 20} MiB per call; {_SMALLER}",
         )
-    return Opened(image, label, shown, cost, (new_height, new_width), settings)
+    data = loaded if isinstance(loaded, bytes) else None
+    return Opened(image, label, shown, cost, (new_height, new_width), settings, data=data)
 
 
 def begin(
@@ -284,72 +278,136 @@ def _rgb(image: PILImage) -> PILImage:
     return image.convert("RGB")
 
 
-def finish(opened: Opened, cache: PreparedImageCache | None = None) -> PreparedImage:
-    """The prepared image: ``opened`` decoded (first frame), made RGB, resized and PNG-encoded,
-    then stored in ``cache`` under its file's key; a PIL image is looked up there by its RGB
-    pixels first (a hit is returned before resizing) and stored under them."""
-    pil = _pil()
-    image, label, shown = opened.image, opened.label, opened.shown
+def _decoded(image: PILImage, label: str, shown: str) -> None:
+    """``image``'s first frame decoded (as the official code reads an animation)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a hostile file's warnings say nothing useful
-            image.seek(0)  # the first frame of an animation, as the official code reads it
+            image.seek(0)
             image.load()
     except MemoryError as exc:
-        raise UnusableImage(label, f"{shown} needs more memory to decode than is available") from exc
+        raise UnusableImage(label, f"{shown} needs more memory to decode than it may take") from exc
     except Exception as exc:  # corrupt data surfaces as OSError, SyntaxError, ValueError, struct.error...
         raise UnusableImage(
             label, f"image {shown} is corrupt or truncated ({type(exc).__name__}: {exc})"
         ) from exc
-    new_height, new_width = opened.size
-    key = opened.key
+
+
+@contextlib.contextmanager
+def _converting(label: str, shown: str) -> Iterator[None]:
     try:
+        yield
+    except MemoryError as exc:
+        raise UnusableImage(label, f"image {shown} needs more memory to convert than it may take") from exc
+    except Exception as exc:
+        raise UnusableImage(
+            label, f"image {shown} cannot be converted to RGB ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _resized(rgb: PILImage, size: tuple[int, int]) -> PILImage:
+    new_height, new_width = size
+    return rgb.resize((new_width, new_height), _pil().Resampling.BICUBIC)
+
+
+def _png(pixels: PILImage) -> bytes:
+    pixels.info = {}  # no ICC profile, tRNS, gamma, text...: the same pixels give the same bytes
+    buffer = io.BytesIO()
+    pixels.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
+def _prepared(png: bytes, size: tuple[int, int], original: tuple[int, int]) -> PreparedImage:
+    return PreparedImage(
+        url="data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+        width=size[1],
+        height=size[0],
+        original_width=original[0],
+        original_height=original[1],
+        sha256=hashlib.sha256(png).hexdigest(),
+    )
+
+
+def render(data: bytes, size: tuple[int, int], label: str, shown: str) -> tuple[bytes, tuple[int, int]]:
+    """What a sandbox worker computes (``_sandbox_worker.py``): the image file ``data`` decoded
+    (first frame), made RGB, resized to ``size`` ``(height, width)`` and PNG-encoded, with the
+    original's ``(width, height)``. Raises :class:`UnusableImage`."""
+    image = _open_bytes(data, label, shown)
+    _decoded(image, label, shown)
+    with _converting(label, shown):
+        pixels = _resized(_rgb(image), size)
+    return _png(pixels), image.size
+
+
+def _finish_image(opened: Opened, cache: PreparedImageCache | None) -> PreparedImage:
+    """A PIL image (the application's, already decoded) prepared in this thread, looked up in
+    ``cache`` by its RGB pixels first (a hit is returned before resizing) and stored under them."""
+    image, label, shown = opened.image, opened.label, opened.shown
+    _decoded(image, label, shown)
+    key = opened.key
+    with _converting(label, shown):
         rgb = _rgb(image)
         if cache is not None and key is None:
             key = pixels_key(rgb, opened.settings)
             hit = cache.get(key)
             if hit is not None:
                 return hit
-        pixels = rgb.resize((new_width, new_height), pil.Resampling.BICUBIC)
-    except MemoryError as exc:
-        raise UnusableImage(label, f"image {shown} needs more memory to convert than is available") from exc
-    except Exception as exc:
-        raise UnusableImage(
-            label, f"image {shown} cannot be converted to RGB ({type(exc).__name__}: {exc})"
-        ) from exc
-    pixels.info = {}  # no ICC profile, tRNS, gamma, text...: the same pixels give the same bytes
-    buffer = io.BytesIO()
-    pixels.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    png = buffer.getvalue()
-    prepared = PreparedImage(
-        url="data:image/png;base64," + base64.b64encode(png).decode("ascii"),
-        width=pixels.width,
-        height=pixels.height,
-        original_width=image.width,
-        original_height=image.height,
-        sha256=hashlib.sha256(png).hexdigest(),
-    )
+        pixels = _resized(rgb, opened.size)
+    prepared = _prepared(_png(pixels), opened.size, image.size)
     if cache is not None and key is not None:
         cache.put(key, prepared)
     return prepared
 
 
+def start(opened: Opened, cache: PreparedImageCache | None, owner: object) -> Future[PreparedImage]:
+    """:func:`finish` begun elsewhere: an image file in the sandbox, for ``owner`` (the call's
+    budget: the sandbox takes calls in turn), bounded in time and memory (a file that goes over
+    raises :class:`UnusableImage`); a PIL image in the :func:`decode_pool`. The prepared image is
+    stored in ``cache`` under its key."""
+    if opened.data is None:
+        return decode_pool().submit(_finish_image, opened, cache)
+    bound = memory_bound(opened.cost)
+    job = Job(opened.data, opened.size, bound, opened.settings.decode_seconds, opened.label, opened.shown)
+
+    def prepared(decoded: Decoded) -> PreparedImage:
+        result = _prepared(decoded.png, opened.size, (decoded.original_width, decoded.original_height))
+        if cache is not None and opened.key is not None:
+            cache.put(opened.key, result)
+        return result
+
+    return chained(sandbox().submit(owner, job), prepared)
+
+
+def finish(opened: Opened, cache: PreparedImageCache | None = None) -> PreparedImage:
+    """The prepared image: ``opened`` decoded (first frame), made RGB, resized and PNG-encoded
+    (a file in the sandbox, a PIL image in this thread), then stored in ``cache``."""
+    if opened.data is None:
+        return _finish_image(opened, cache)
+    return start(opened, cache, object()).result()
+
+
 @contextlib.contextmanager
 def decoding(image: Image) -> Iterator[None]:
-    """For a file, any failure to decode says what any failure to read it says: no oracle of
-    what an arbitrary path holds."""
+    """For a file, any failure to decode says what any failure to read it says, and for a fetched
+    URL what any failed fetch says: no oracle of what an arbitrary path or address holds."""
     try:
         yield
     except UnusableImage as error:
         if image.kind is SourceKind.PATH or image.kind is SourceKind.FILE_URL:
             raise unreadable(error.label, describe(image.source), error.reason) from None
+        if image.kind is SourceKind.URL:
+            raise fetch_failed(image.source, error.label, error.reason) from None  # type: ignore[arg-type]
         raise
 
 
 def _begin_local(
-    image: Image, label: str, fetcher: UrlFetcher | None, settings: Settings, cache: PreparedImageCache | None
+    image: Image,
+    decision: Inline | ReadFile,
+    label: str,
+    settings: Settings,
+    cache: PreparedImageCache | None,
 ) -> PreparedImage | Opened:
-    loaded = _read_local(image, label, fetcher, settings.max_image_bytes)
+    loaded = _read_local(image, decision, label, settings.max_image_bytes)
     with decoding(image):
         return begin(loaded, label, describe(image.source), settings, cache)
 
@@ -358,13 +416,16 @@ def load(
     image: Image, label: str, fetcher: UrlFetcher | None, settings: Settings, cache: PreparedImageCache | None
 ) -> PreparedImage | Opened:
     """One image of a call read (or fetched) in this thread and :func:`begin` run on it: its
-    cached :class:`PreparedImage`, or the :class:`Opened` image to :func:`finish`."""
+    cached :class:`PreparedImage`, or the :class:`Opened` image to :func:`finish`. What it may
+    read or fetch is the source policy's (``_policy.decide``)."""
     _pil()  # before anything is read or fetched
-    if image.kind is SourceKind.URL:
-        data = _url_fetcher(image, label, fetcher).fetch(image.source, label)  # type: ignore[arg-type]
-        loaded = _check_size(data, label, settings.max_image_bytes)
-        return begin(loaded, label, describe(image.source), settings, cache)
-    return _begin_local(image, label, fetcher, settings, cache)
+    decision = decide(image, label, fetcher)
+    if isinstance(decision, Fetch):
+        data = decision.fetcher.fetch(decision.url, label)
+        with fetched(decision.url, label):
+            loaded = _check_size(data, label, settings.max_image_bytes)
+            return begin(loaded, label, describe(image.source), settings, cache)
+    return _begin_local(image, decision, label, settings, cache)
 
 
 async def aload(
@@ -373,11 +434,13 @@ async def aload(
     """:func:`load` for asyncio: URLs fetched asynchronously; files read, hashed and headers
     parsed in a worker thread."""
     _pil()
-    if image.kind is SourceKind.URL:
-        data = await _url_fetcher(image, label, fetcher).afetch(image.source, label)  # type: ignore[arg-type]
-        loaded = _check_size(data, label, settings.max_image_bytes)
-        return await asyncio.to_thread(begin, loaded, label, describe(image.source), settings, cache)
-    return await asyncio.to_thread(_begin_local, image, label, fetcher, settings, cache)
+    decision = decide(image, label, fetcher)
+    if isinstance(decision, Fetch):
+        data = await decision.fetcher.afetch(decision.url, label)
+        with fetched(decision.url, label):
+            loaded = _check_size(data, label, settings.max_image_bytes)
+            return await asyncio.to_thread(begin, loaded, label, describe(image.source), settings, cache)
+    return await asyncio.to_thread(_begin_local, image, decision, label, settings, cache)
 
 
 def prepare_in_call(
@@ -403,13 +466,13 @@ async def aprepare_in_call(
     budget: DecodeBudget,
     cache: PreparedImageCache | None = None,
 ) -> PreparedImage:
-    """:func:`prepare_in_call` for asyncio (:func:`aload`), decoding in the budget's pool once
-    its cost fits."""
+    """:func:`prepare_in_call` for asyncio (:func:`aload`), decoding (:func:`start`) once its
+    cost fits in ``budget``."""
     step = await aload(image, label, fetcher, settings, cache)
     if isinstance(step, PreparedImage):
         return step
     with decoding(image):
-        return await budget.run(step.cost, finish, step, cache)
+        return await budget.run(step.cost, partial(start, step, cache, budget))
 
 
 def prepare_image(
@@ -434,8 +497,8 @@ def prepare_image(
             (``None``, the default: none).
 
     Raises :class:`InvalidInput` for anything that cannot be scored (including an image whose
-    decoding would take more than the budget, 512 MiB), and ``ImportError`` when Pillow is not
-    installed.
+    decoding would take more than the budget, 512 MiB, or longer than 20 s), and
+    ``ImportError`` when Pillow is not installed.
     """
     settings = Settings(max_image_bytes, max_image_pixels)
     return prepare_in_call(_as_image(image), label, fetcher, settings, cache)
@@ -450,8 +513,8 @@ async def aprepare_image(
     max_image_pixels: int = MAX_IMAGE_PIXELS,
     cache: PreparedImageCache | None = None,
 ) -> PreparedImage:
-    """:func:`prepare_image` for asyncio: URLs are fetched asynchronously, and reading,
-    decoding and encoding run in worker threads."""
+    """:func:`prepare_image` for asyncio: URLs are fetched asynchronously, files read in a
+    worker thread, and decoding and encoding run in the sandbox's worker processes."""
     settings = Settings(max_image_bytes, max_image_pixels)
     return await aprepare_in_call(
         _as_image(image), label, fetcher, settings, DecodeBudget(settings.decode_budget), cache

@@ -28,9 +28,10 @@ class SourceKind(enum.StrEnum):
     :func:`source_kind`, and the branches mypy then names (every dispatch ends in
     ``assert_never``)."""
 
-    #: A filesystem path (``str`` without a URL scheme, or ``os.PathLike``).
+    #: A filesystem path (``str`` without a URL scheme, or ``os.PathLike``): read only inside the
+    #: fetcher's ``file_roots`` when it names any, or when a retrieved document named it.
     PATH = "path"
-    #: A ``file:`` URL: read only from the roots a :class:`UrlFetcher` was given.
+    #: A ``file:`` URL: read only inside the roots a :class:`UrlFetcher` was given.
     FILE_URL = "file-url"
     #: ``bytes``, ``bytearray`` or ``memoryview`` holding an image file.
     BYTES = "bytes"
@@ -81,7 +82,8 @@ def source_kind(value: object) -> SourceKind | None:
 class Image:
     """One image to score: its ``source`` is one of
 
-    * a path to an image file (``str`` without a URL scheme, or ``os.PathLike``),
+    * a path to an image file (``str`` without a URL scheme, or ``os.PathLike``): read anywhere
+      unless the fetcher names ``file_roots`` (then only inside them),
     * the bytes of an image file (PNG, JPEG, GIF, WebP, BMP, TIFF),
     * a PIL image,
     * a ``data:image/...;base64,...`` URL,
@@ -91,9 +93,15 @@ class Image:
 
     Nothing is read or decoded when it is made: that happens when the image is prepared,
     once per call. Compared by identity.
+
+    ``retrieved=True`` marks a reference that a retrieved document named (an adapter's
+    ``metadata["image"]``, ``image_path``, ``meta["file_path"]``, ...): the source policy
+    (``images/_policy.py``) reads such a path only inside the fetcher's ``file_roots``, and
+    refuses it when there are none.
     """
 
     source: ImageSource
+    retrieved: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         if isinstance(self.source, Image):
@@ -113,7 +121,8 @@ class Image:
         return kind
 
     def __repr__(self) -> str:
-        return f"Image({describe(self.source)})"
+        flag = ", retrieved=True" if self.retrieved else ""
+        return f"Image({describe(self.source)}{flag})"
 
 
 def _as_image(value: Image | ImageSource) -> Image:

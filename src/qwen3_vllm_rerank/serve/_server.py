@@ -6,6 +6,16 @@ choose the flags (overrides, length, dtype, KV cache; see :mod:`qwen3_vllm_reran
 wheels) as a child that dies with this process, polls ``/health`` while watching it, checks that two
 known pairs get different, non-degenerate scores (with an image for a Qwen3-VL reranker), and stops the
 whole process group with terminate -> wait -> kill.
+
+Between closing the free port it found and vLLM binding it, any local process can bind that port (it
+can read it on vLLM's command line). So no request goes to the port, ``/health`` included, until the
+kernel's tables show that every listener on it is a socket of the child or of a process it started
+(:func:`~._ownership.port_owner`), and the proof is repeated before the first request that carries the
+API key; a port held by anyone else stops the child with :class:`ServerStartError`. Where the tables
+cannot be read (no ``/proc``: macOS, Windows) the launcher says so in a warning and goes on: the
+residual risk is that a local process that bound the port first receives the self-check's requests,
+the key included. Its HTTP clients ignore ``HTTP(S)_PROXY`` / ``ALL_PROXY`` (``trust_env=False``): they
+talk to their own child, never through a proxy.
 """
 
 from __future__ import annotations
@@ -30,8 +40,10 @@ import httpx
 from ..errors import ServerStartError
 from ._cpu import read_cpu_info
 from ._install import VllmInstall, check_vllm_version, probe_install
+from ._ownership import NOBODY, THEIRS, UNKNOWN, Owner, port_owner
 from ._plan import LaunchPlan, identify_checkpoint, plan_launch
 from ._process import spawn, stop_process_group
+from ._secrets import lift_secrets
 from ._self_check import check_image_scores, check_text_scores
 from ._vllm_args import UserFlags, redact_command
 
@@ -124,7 +136,11 @@ class VLLMServer:
             defaults to ``$QWEN3_VLLM_RERANK_SERVER_PYTHON``, else this interpreter.
         extra_args: more ``vllm`` arguments, passed last (they win; ``--host``, ``--port``,
             ``--api-key`` and ``--model`` are refused in any spelling, ``--config`` files included:
-            use the parameters above).
+            use the parameters above). A secret in them never reaches vLLM's command line nor a log:
+            ``--hf-token VALUE`` is passed as ``$HF_TOKEN`` in vLLM's environment; a secret with no
+            environment equivalent (``--watermark-config``, a JSON value with a key such as
+            ``s3_secret_access_key``) is refused. ``--allowed-media-domains`` and
+            ``--allowed-local-media-path`` are refused unless ``allow_server_media``.
         env: extra environment variables for the server.
         startup_timeout: seconds to wait for ``/health`` and the self-check.
         max_model_len: overrides the default (min of the config's positions and 8192).
@@ -140,6 +156,12 @@ class VLLMServer:
             it the plan holds the weights, activations for one batch and a KV cache for 4 full-length
             sequences, within vLLM's default 92% of the device; ``--gpu-memory-utilization`` or
             ``--kv-cache-memory-bytes`` in ``extra_args`` win. Refused on vLLM's CPU build.
+        allow_server_media: accept ``--allowed-media-domains`` / ``--allowed-local-media-path`` in
+            ``extra_args``, which make vLLM fetch the image URLs or read the files a request names (a
+            warning says what). Off by default: the server fetches and reads nothing (a Qwen3-VL server
+            gets ``--allowed-media-domains none.invalid``), and images reach it inline, prepared by the
+            client under its own source policy. Turn it on only when no retrieved (attacker-controlled)
+            reference can reach the server.
 
     The server interpreter's vLLM is read once (:attr:`install`): a version older than the oldest
     tested (0.27) is refused with :class:`ServerStartError`; a newer one than the newest tested (0.32)
@@ -165,6 +187,7 @@ class VLLMServer:
         self_check: bool = True,
         log_file: str | Path | None = None,
         gpu_memory: float | None = None,
+        allow_server_media: bool = False,
     ) -> None:
         self.model = str(model)
         self.host = host
@@ -178,9 +201,11 @@ class VLLMServer:
         self.self_check = self_check
         self.log_file = Path(log_file) if log_file else None
         self.gpu_memory = gpu_memory
+        self.allow_server_media = allow_server_media
         self.plan: LaunchPlan | None = None
         self.install: VllmInstall | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._owner_unknown_said = False
 
     @property
     def base_url(self) -> str:
@@ -198,7 +223,7 @@ class VLLMServer:
 
     def command(self) -> list[str]:
         """The full command line (plans the launch if not done yet). It holds no secret: the API key
-        goes to the server's environment (:meth:`environment`)."""
+        and ``--hf-token``'s value go to the server's environment (:meth:`environment`)."""
         if self.plan is None:
             config = read_config(self.model)  # a bad checkpoint is named before the interpreter is run
             install = self.probe()
@@ -214,12 +239,13 @@ class VLLMServer:
                 gpu_memory=self.gpu_memory,
                 gpu_total_bytes=install.gpu_total_bytes,
                 weights_bytes=None if install.cpu else checkpoint_weight_bytes(self.model),
+                allow_server_media=self.allow_server_media,
             )
         if self.port is None:
             self.port = _free_port(self.host)
         cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model]
         cmd += ["--host", self.host, "--port", str(self.port), *self.plan.args]
-        return cmd + self.extra_args
+        return cmd + lift_secrets(self.extra_args).args
 
     def probe(self) -> VllmInstall:
         """The server interpreter's vLLM (version, build, GPU), read once; refuses an unsupported
@@ -234,8 +260,9 @@ class VLLMServer:
         return self.install
 
     def environment(self, plan: LaunchPlan) -> dict[str, str]:
-        """The server's environment: this process's, the plan's, ``env``, and the API key."""
-        env = {**os.environ, **plan.env, **self.env}
+        """The server's environment: this process's, the plan's, ``env``, the secrets taken off the
+        extra arguments (``HF_TOKEN``), and the API key."""
+        env = {**os.environ, **plan.env, **self.env, **lift_secrets(self.extra_args).env}
         if self.api_key:
             env[API_KEY_ENV] = self.api_key
         return env
@@ -265,12 +292,13 @@ class VLLMServer:
             logger.warning("%s", warning)
         logger.info("starting vLLM for %s (%s) on %s", self.model, plan.summary(), self.base_url)
         secrets = [self.api_key] if self.api_key else []
+        secrets += lift_secrets(self.extra_args).env.values()
         logger.debug("command: %s", " ".join(redact_command(cmd, secrets)))
         with self.log_file.open("ab") as log:
             self._process = spawn(cmd, env=self.environment(plan), stdout=log)
         atexit.register(self.stop)
         try:
-            self._wait_healthy()
+            self._wait_healthy()  # the port proven the child's before and after /health
             if self.self_check:
                 self.check_scores()
         except BaseException:
@@ -279,12 +307,39 @@ class VLLMServer:
         logger.info("vLLM is ready at %s (log: %s)", self.base_url, self.log_file)
         return self
 
+    def _require_own_port(self) -> Owner:
+        """Who listens on the port (:func:`~._ownership.port_owner`); raise :class:`ServerStartError`
+        when a listener is not the child's (its process tree's). Logs a warning once when it cannot
+        be known."""
+        process = self._process
+        if process is None or self.port is None:  # pragma: no cover - start() sets both
+            raise ServerStartError("internal error: no process whose port to check")
+        found = port_owner(process.pid, self.port)
+        if found.owner == THEIRS:
+            uids = ", ".join(str(uid) for uid in found.other_uids)
+            raise ServerStartError(
+                f"another process (uid {uids}) holds port {self.port} on this machine, the port vLLM was "
+                "started on: it bound the port before vLLM did, and would have received the requests "
+                "meant for vLLM and the API key. Nothing was sent to it and vLLM was stopped. Find it "
+                f"(ss -ltnp 'sport = :{self.port}'), then start again (port=None picks another free port)."
+            )
+        if found.owner == UNKNOWN and not self._owner_unknown_said:
+            self._owner_unknown_said = True
+            logger.warning(
+                "cannot prove that vLLM owns port %d on this platform (no /proc/net/tcp): a local process "
+                "that bound it first would receive the start-up requests%s",
+                self.port,
+                ", the API key included" if self.api_key else "",
+            )
+        return found.owner
+
     def _wait_healthy(self) -> None:
+        """Poll ``/health`` (no key) once the port is the child's, while watching the child."""
         process = self._process
         if process is None:  # pragma: no cover - start() sets it
             raise ServerStartError("internal error: no process to wait for")
         deadline = time.monotonic() + self.startup_timeout
-        with httpx.Client(timeout=5.0) as http:
+        with httpx.Client(timeout=5.0, trust_env=False) as http:
             while True:
                 code = process.poll()
                 if code is not None:
@@ -293,7 +348,11 @@ class VLLMServer:
                         + self.log_tail()
                     )
                 with contextlib.suppress(httpx.HTTPError):
-                    if http.get(f"{self.base_url}/health").status_code == 200:
+                    if (
+                        self._require_own_port() != NOBODY
+                        and http.get(f"{self.base_url}/health").status_code == 200
+                    ):
+                        self._require_own_port()
                         return
                 if time.monotonic() > deadline:
                     raise ServerStartError(
@@ -306,7 +365,10 @@ class VLLMServer:
         """Score known pairs on the running server (documents with images on a Qwen3-VL reranker);
         raise :class:`ServerStartError` if the scores are degenerate (equal, or exactly 0.5: a broken
         classifier head), a Qwen3-VL server resizes images unlike the official reranker, or scoring
-        fails."""
+        fails. On a server this object started, the port is proven the child's first (the request
+        carries the API key)."""
+        if self._process is not None:
+            self._require_own_port()
         if self.plan is None:
             family = identify_checkpoint(read_config(self.model)).family
             raw = UserFlags(self.extra_args).given("--chat-template")

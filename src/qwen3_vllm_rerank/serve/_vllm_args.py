@@ -24,10 +24,28 @@ from typing import Any
 from ..errors import ServerStartError
 from ._vllm_options import VLLM_OPTIONS, Nargs
 
-__all__ = ["REDACTED", "UserFlags", "human_int", "read_config_file", "redact_command"]
+__all__ = [
+    "REDACTED",
+    "SECRET_FLAGS",
+    "OptionToken",
+    "UserFlags",
+    "human_int",
+    "read_config_file",
+    "redact_command",
+    "token_option",
+]
 
 #: What a secret is replaced with in a logged command line.
 REDACTED = "***"
+
+#: vLLM 0.32's options whose value is a secret (vLLM's own ``_SENSITIVE_ARG_FIELDS``,
+#: ``entrypoints/serve/utils/api_utils.py``) -> the environment variable vLLM reads it from instead
+#: (None: none). :func:`redact_command` masks their values; :mod:`._secrets` keeps them off the command line.
+SECRET_FLAGS: dict[str, str | None] = {
+    "--api-key": "VLLM_API_KEY",
+    "--hf-token": "HF_TOKEN",
+    "--watermark-config": None,
+}
 
 _NARGS: dict[str, Nargs] = {}
 _CANONICAL: dict[str, str] = {}
@@ -46,7 +64,7 @@ Value = str | list[str] | None
 
 
 @dataclass(frozen=True, slots=True)
-class _Option:
+class OptionToken:
     """A token argparse reads as an option: its canonical name (None: not a vLLM 0.32 option)."""
 
     name: str | None
@@ -54,18 +72,18 @@ class _Option:
     inline: str | None
 
 
-def _resolve(token: str) -> _Option | None:
+def _resolve(token: str) -> OptionToken | None:
     """How argparse classifies ``token``: an option, or None for a value (``_parse_optional``)."""
     if not token.startswith("-"):
         return None
     if token in _NARGS:
-        return _Option(_CANONICAL[token], token, None)
+        return OptionToken(_CANONICAL[token], token, None)
     if len(token) == 1:
         return None
     if "=" in token:
         key, value = token.split("=", 1)
         if key in _NARGS:
-            return _Option(_CANONICAL[key], key, value)
+            return OptionToken(_CANONICAL[key], key, value)
     matches = _prefix_matches(token)
     if len(matches) > 1:
         names = ", ".join(string for string, _ in matches)
@@ -74,10 +92,10 @@ def _resolve(token: str) -> _Option | None:
         )
     if matches:
         ((string, inline),) = matches
-        return _Option(_CANONICAL[string], string, inline)
+        return OptionToken(_CANONICAL[string], string, inline)
     if _NEGATIVE_NUMBER.match(token) or " " in token:
         return None
-    return _Option(None, token, None)
+    return OptionToken(None, token, None)
 
 
 def _prefix_matches(token: str) -> list[tuple[str, str | None]]:
@@ -274,7 +292,7 @@ class UserFlags:
 
     @staticmethod
     def _values(
-        option: _Option, tokens: list[str], options: list[_Option | None], i: int
+        option: OptionToken, tokens: list[str], options: list[OptionToken | None], i: int
     ) -> tuple[Value, int]:
         nargs = _NARGS[option.string]
         if option.inline is not None:
@@ -291,6 +309,10 @@ class UserFlags:
         if nargs == "+":
             return tokens[i : i + following], i + following
         return tokens[i], i + 1
+
+    def readings(self) -> list[tuple[str, Value]]:
+        """Every option read, in order: its canonical name and its value(s) (None: takes none)."""
+        return list(self._given)
 
     def given(self, *names: str) -> bool:
         """Whether any of ``names`` (canonical ``--dashed`` names) was passed, in any form."""
@@ -331,19 +353,28 @@ class UserFlags:
             raise ServerStartError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def token_option(token: str) -> OptionToken | None:
+    """How vLLM's parser reads one token on its own: an option (its canonical name, None for one vLLM
+    0.32 does not know or an ambiguous prefix), or None for a value."""
+    if not token.startswith("-"):
+        return None
+    try:
+        return _resolve(_dashed([token])[0])
+    except ServerStartError:
+        return OptionToken(None, token, None)
+
+
 def redact_command(command: Sequence[str], secrets: Sequence[str] = ()) -> list[str]:
-    """``command`` fit for a log: the values of ``--api-key`` (in any spelling) and every token holding
-    one of ``secrets`` replaced with :data:`REDACTED`."""
+    """``command`` fit for a log: the values of every :data:`SECRET_FLAGS` option (in any spelling)
+    and every token holding one of ``secrets`` replaced with :data:`REDACTED`."""
     redacted: list[str] = []
     masking = False
     for token in command:
-        try:
-            option = _resolve(_dashed([token])[0]) if token.startswith("-") else None
-        except ServerStartError:
-            option = _Option(None, token, None)
+        option = token_option(token)
         if option is not None:
-            masking = option.name == "--api-key" and option.inline is None
-            if option.name == "--api-key" and option.inline is not None:
+            secret = option.name in SECRET_FLAGS
+            masking = secret and option.inline is None
+            if secret and option.inline is not None:
                 token = f"{token.split('=', 1)[0]}={REDACTED}"
         elif masking:
             token = REDACTED

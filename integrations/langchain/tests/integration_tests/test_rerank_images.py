@@ -30,9 +30,15 @@ def _noise(width: int, height: int, seed: int) -> PILImage.Image:
     )
 
 
+def _local(tmp_path: Path) -> UrlFetcher:
+    """The opt-in that lets a retrieved path be read: only inside the pages folder, no URL."""
+    return UrlFetcher(allowed_hosts=(), file_roots=(str(tmp_path / "pages"),))
+
+
 def _documents(tmp_path: Path) -> tuple[list[Document], list[Side]]:
     pictures = [_noise(64, 64, 1), _noise(120, 90, 2), _noise(200, 333, 3)]
-    path = tmp_path / "page.png"
+    path = tmp_path / "pages" / "page.png"
+    path.parent.mkdir(exist_ok=True)
     pictures[2].save(path)
     buffer = io.BytesIO()
     pictures[1].save(buffer, format="PNG")
@@ -74,7 +80,7 @@ async def test_image_documents_rerank_with_text_documents_sync_and_async(
         )
     )
     best = sorted(expected, key=lambda i: -expected[i])
-    reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=3)
+    reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=3, image_fetcher=_local(tmp_path))
     retriever = ContextualCompressionRetriever(
         base_compressor=reranker, base_retriever=FixedRetriever(documents=documents)
     )
@@ -91,7 +97,7 @@ def test_a_bad_image_names_the_document(vl_served: Served) -> None:
     documents = [Document("fine"), Document("broken", metadata={"image": b"not an image"})]
     with pytest.raises(InvalidInput, match=r"documents\[1\]"):
         reranker.compress_documents(documents, QUERY)
-    with pytest.raises(InvalidInput, match=r'documents\[0\]\.metadata\["image"\]'):
+    with pytest.raises(UnusableDocuments, match=r'documents\[0\]: metadata\["image"\] holds a int'):
         reranker.compress_documents([Document("odd", metadata={"image": 42})], QUERY)
 
 
@@ -133,6 +139,7 @@ async def test_passthrough_scores_the_others_and_returns_unusable_documents_last
                 top_n=None,
                 on_error="passthrough",
                 batch_size=1,
+                image_fetcher=_local(tmp_path),
                 http_client=http,
                 http_async_client=ahttp,
             )
@@ -157,7 +164,7 @@ async def test_passthrough_scores_the_others_and_returns_unusable_documents_last
                     assert {
                         k: v for k, v in document.metadata.items() if k != "rerank_error"
                     } == original.metadata
-                assert "file_roots" in returned[4].metadata["rerank_error"], "says how to opt in"
+                # Outside the fetcher's file_roots: refused like any unreadable image.
             sent, asent = list(log.paths), list(alog.paths)
             # top_n cuts the whole list: the scored ones come first.
             cut = reranker.model_copy(update={"top_n": 2}).compress_documents(mixed, QUERY)
@@ -181,10 +188,13 @@ async def test_raise_mode_raises_unusable_documents_with_every_reason(
     for error in (raised.value, araised.value):
         assert set(error.reasons) == {1, 3}
         assert "file_roots" in error.reasons[3]
-    # A document of the wrong type is the caller's bug: raised even with passthrough.
+    # An image value of a type that is no image is retrieved data: it fails only its document.
     passthrough = reranker.model_copy(update={"on_error": "passthrough"})
-    with pytest.raises(InvalidInput, match=r'documents\[0\]\.metadata\["image"\]') as wrong:
-        passthrough.compress_documents([Document("odd", metadata={"image": 42})], QUERY)
+    (odd,) = passthrough.compress_documents([Document("odd", metadata={"image": 42})], QUERY)
+    assert odd.metadata["rerank_error"].startswith('UnusableDocuments: metadata["image"] holds a int')
+    # A document of the wrong type is the caller's bug: raised even with passthrough.
+    with pytest.raises(InvalidInput) as wrong:
+        passthrough.compress_documents(["not a Document"], QUERY)  # type: ignore[list-item]
     assert not isinstance(wrong.value, UnusableDocuments)
 
 

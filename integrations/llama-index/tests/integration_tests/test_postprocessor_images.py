@@ -60,12 +60,18 @@ def rerank_events() -> Iterator[RerankEvents]:
     root.event_handlers.remove(handler)
 
 
+def _local(tmp_path: Path) -> UrlFetcher:
+    """The opt-in that lets a retrieved image_path be read: only inside the pages folder, no URL."""
+    return UrlFetcher(allowed_hosts=(), file_roots=(str(tmp_path / "pages"),))
+
+
 def _nodes(tmp_path: Path, *, indexed: bool = False) -> tuple[list[TextNode], dict[str, Side]]:
     """Text and image nodes, and what the reference scores each as. ``VectorStoreIndex`` skips nodes
     whose embed-mode content is empty, so for an index the file's node carries the metadata a
     directory reader gives it (and is scored with it: ``metadata_mode`` defaults to EMBED)."""
     pictures = [_noise(64, 64, 11), _noise(90, 140, 12)]
-    path = tmp_path / "lake.png"
+    path = tmp_path / "pages" / "lake.png"
+    path.parent.mkdir(exist_ok=True)
     pictures[1].save(path)
     buffer = io.BytesIO()
     pictures[0].save(buffer, format="PNG")
@@ -96,7 +102,7 @@ async def test_image_nodes_in_a_query_engine_sync_and_async_with_events(
     best = sorted(ids, key=lambda i: -expected[i])[:2]
     index = VectorStoreIndex(nodes, embed_model=MockEmbedding(embed_dim=8))
     assert len(index.docstore.docs) == len(nodes), "the index keeps every node"
-    reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=2)
+    reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=2, image_fetcher=_local(tmp_path))
     engine = index.as_query_engine(llm=MockLLM(), similarity_top_k=4, node_postprocessors=[reranker])
     for response in (engine.query(QUERY), await engine.aquery(QUERY)):
         returned = response.source_nodes
@@ -114,7 +120,7 @@ async def test_postprocess_nodes_directly_keeps_image_nodes_image_nodes(
 ) -> None:
     nodes, sides = _nodes(tmp_path)
     inputs = [NodeWithScore(node=n, score=1.0) for n in nodes]
-    reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=None)
+    reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=None, image_fetcher=_local(tmp_path))
     returned = await reranker.apostprocess_nodes(inputs, query_str=QUERY)
     assert {n.node.node_id for n in returned} == set(sides)
     assert all(isinstance(n.node, ImageNode) for n in returned if n.node.node_id in ("b64", "path"))
@@ -199,7 +205,9 @@ async def test_passthrough_in_a_query_engine_scores_the_others_and_returns_unusa
     best = sorted(ids, key=lambda i: -expected[i])
     index = VectorStoreIndex([*good, *bad], embed_model=MockEmbedding(embed_dim=8))
     assert len(index.docstore.docs) == len(good) + len(bad), "the index keeps every node"
-    reranker = Qwen3VLLMReranker(base_url=vl_served.base_url, top_n=None, on_error="passthrough")
+    reranker = Qwen3VLLMReranker(
+        base_url=vl_served.base_url, top_n=None, on_error="passthrough", image_fetcher=_local(tmp_path)
+    )
     retrieve_all = len(good) + len(bad)
     engine = index.as_query_engine(
         llm=MockLLM(), similarity_top_k=retrieve_all, node_postprocessors=[reranker]

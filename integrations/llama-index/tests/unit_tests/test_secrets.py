@@ -23,7 +23,9 @@ SECRETS = (CDN_TOKEN, "cdn-token-4f1e", API_KEY, PASSWORD)
 
 def _fetcher() -> UrlFetcher:
     return UrlFetcher(
-        timeout=4.0, allowed_hosts=("cdn.example.com",), headers=(("Authorization", CDN_TOKEN),)
+        timeout=4.0,
+        allowed_hosts=("cdn.example.com",),
+        headers={"https://cdn.example.com": {"Authorization": CDN_TOKEN}},
     )
 
 

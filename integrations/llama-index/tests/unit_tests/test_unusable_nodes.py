@@ -13,7 +13,7 @@ from llama_index.core.schema import ImageNode, NodeWithScore, TextNode
 from PIL import Image as PILImage
 
 from llama_index.postprocessor.qwen3_vllm_rerank import Qwen3VLLMReranker
-from qwen3_vllm_rerank import UnusableDocuments
+from qwen3_vllm_rerank import Content, Image, UnusableDocuments
 from tests.support.recording import RequestLog, closed_port_url
 
 QUERY = "a photo of a mountain lake"
@@ -89,3 +89,50 @@ async def test_passthrough_returns_unusable_nodes_last_without_a_score(
             assert result[0].score == 0.9
             assert result[0].node.metadata["rerank_error"].startswith("RerankConnectionError: ")
             assert result[1].score is None
+
+
+def test_image_path_and_image_url_are_marked_retrieved_the_query_image_and_base64_are_not() -> None:
+    from llama_index.core.schema import QueryBundle
+
+    from llama_index.postprocessor.qwen3_vllm_rerank.base import _image_of, _query_of
+
+    path = _image_of(ImageNode(text="p", image_path="/srv/pages/1.png"))
+    url = _image_of(ImageNode(text="u", image_url="https://cdn.example/2.png"))
+    inline = _image_of(ImageNode(text="b", image="iVBORw0KGgo="))
+    assert isinstance(path, Image)
+    assert path.retrieved
+    assert isinstance(url, Image)
+    assert url.retrieved
+    assert isinstance(inline, Image)
+    assert not inline.retrieved, "the image's own bytes are data"
+    query = _query_of(QueryBundle(query_str="q", image_path="/app/query.png"))
+    assert isinstance(query, Content)
+    assert not any(i.retrieved for i in query.images if isinstance(i, Image)), "the application's own"
+
+
+@pytest.mark.parametrize("field", ["image", "image_path", "image_url"])
+def test_an_image_field_that_holds_no_image_is_unusable_never_invalid_input(field: str) -> None:
+    # Nodes come back from stores via model_construct / from_dict: a field may hold anything.
+    node = ImageNode.model_construct(text="x", id_="odd", **{field: 1.5})
+    reranker = Qwen3VLLMReranker(base_url=closed_port_url(), model="m")
+    with pytest.raises(UnusableDocuments) as raised:
+        reranker.postprocess_nodes([NodeWithScore(node=node, score=0.5)], query_str=QUERY)
+    assert "which is no image" in raised.value.reasons[0]
+
+
+def test_a_cut_emoji_in_a_node_never_raises_a_raw_unicode_error() -> None:
+    import json
+
+    from qwen3_vllm_rerank import RetryPolicy
+
+    lone = json.loads('"half an emoji \\ud83d"')
+    reranker = Qwen3VLLMReranker(
+        base_url=closed_port_url(), model="m", on_error="passthrough", retry=RetryPolicy(max_attempts=1)
+    )
+    nodes = [
+        NodeWithScore(node=TextNode(text=lone), score=0.5),
+        NodeWithScore(node=TextNode(text="b"), score=0.4),
+    ]
+    returned = reranker.postprocess_nodes(nodes, query_str=QUERY)
+    # The server is down: both pass through for that, not for the surrogate.
+    assert [n.node.metadata["rerank_error"].split(":")[0] for n in returned] == ["RerankConnectionError"] * 2

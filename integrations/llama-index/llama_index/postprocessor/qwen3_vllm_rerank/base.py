@@ -19,6 +19,7 @@ import base64
 import binascii
 import copy
 import logging
+import os
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -69,12 +70,16 @@ class Qwen3VLLMReranker(RerankSettings, BaseNodePostprocessor):
     ``image_path`` (a local path, always: never read as a URL), else ``image_url`` (a URL,
     always: ``data:``; ``http(s)://``, which needs ``image_fetcher``; ``file://``, which needs
     a fetcher that opts in to local files, ``UrlFetcher(file_roots=...)``; anything else is
-    refused, never read as a path). A ``QueryBundle`` with an ``image_path`` queries with that
-    image and the query text.
+    refused, never read as a path). ``image_path`` and ``image_url`` are retrieved data: they
+    are marked ``Image(..., retrieved=True)``, so that the client reads such a path only inside
+    the ``file_roots`` of ``image_fetcher`` (``UrlFetcher(file_roots=...)``); ``image`` is the
+    image's own bytes. A ``QueryBundle`` with an ``image_path`` queries with that image and the
+    query text: the query is the application's own, so its path is not marked retrieved.
 
     Failures (see ``on_error``): an item that is not a ``NodeWithScore``, a node without
     text, or a missing query always raise ``InvalidInput``. A node whose image cannot be read
-    (bad base64, not an image), is refused or cannot be fetched raises ``UnusableDocuments``
+    (bad base64, not an image, a field of a type that is no image), is refused or cannot be
+    fetched, or that cannot be scored for its own content otherwise, raises ``UnusableDocuments``
     (its ``reasons`` are keyed by the node's position, the same as in ``nodes``); with
     ``on_error="passthrough"`` it comes back last with a score of ``None`` and
     ``"rerank_error": "UnusableDocuments: <reason>"`` in its metadata, and the others are
@@ -218,22 +223,34 @@ def _content(text: str, image: Image | None) -> str | Content:
 def _image_of(node: ImageNode) -> Image | Unusable | None:
     """The image of an ``ImageNode``: ``image`` (base64), else ``image_path`` (always a path,
     never a URL), else ``image_url`` (always a URL: ``http(s)://`` and ``file://`` need
-    ``image_fetcher``; a bare path there is refused). ``None`` when it has none."""
+    ``image_fetcher``; a bare path there is refused); the path and the URL are marked
+    retrieved. ``None`` when it has none; :class:`Unusable` when a field holds no image."""
     if node.image:
+        if not isinstance(node.image, str | bytes):
+            return _no_image(node, "image")
         try:
             return Image(base64.b64decode(node.image, validate=True))
         except (binascii.Error, ValueError):
             return Unusable(f"the image of node {node.node_id!r} is not valid base64")
     if node.image_path:
-        return Image(Path(node.image_path))
+        if not isinstance(node.image_path, str | os.PathLike):
+            return _no_image(node, "image_path")
+        return Image(Path(node.image_path), retrieved=True)
     if node.image_url:
-        image = Image(node.image_url)
+        if not isinstance(node.image_url, str):
+            return _no_image(node, "image_url")
+        image = Image(node.image_url, retrieved=True)
         if image.kind == "path":
             return Unusable(
                 f"the image_url of node {node.node_id!r} is not a URL (a local path belongs in image_path)"
             )
         return image
     return None
+
+
+def _no_image(node: ImageNode, name: str) -> Unusable:
+    value = getattr(node, name)
+    return Unusable(f"the {name} of node {node.node_id!r} is a {type(value).__name__}, which is no image")
 
 
 def _with_keys(keys: list[str], added: dict[str, object]) -> list[str]:
