@@ -602,6 +602,17 @@ def test_serve_reports_a_bad_checkpoint_in_one_line(tmp_path: Path) -> None:
     _one_error_line(result.stderr, "has no config.json")
 
 
+def test_serve_a_path_that_does_not_exist_says_so_in_one_line(tmp_path: Path) -> None:
+    """Not vLLM's HFValidationError: a path is never taken for a hub id."""
+    for missing in (tmp_path / "nowhere", "./not-here", "/nonexistent"):
+        result = _run("serve", str(missing), "--port", "0", "--quiet", timeout=120)
+        assert result.returncode == 1
+        _one_error_line(result.stderr, f"{missing} does not exist: pass a checkpoint directory or a hub id")
+    (tmp_path / "file.json").write_text("{}")
+    result = _run("serve", str(tmp_path / "file.json"), "--port", "0", "--quiet", timeout=120)
+    _one_error_line(result.stderr, "is not a directory")
+
+
 def test_serve_on_a_network_host_says_which_paths_the_api_key_leaves_open(tmp_path: Path) -> None:
     """The warning comes before vLLM starts: here a stand-in vLLM that exits at once makes the start fail."""
     config = {

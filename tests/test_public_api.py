@@ -48,6 +48,7 @@ PRODUCTS = {
     "qwen3_vllm_rerank.client": {
         "API_KEY_ENV",
         "BASE_URL_ENV",
+        "DEFAULT_BASE_URL",
         "DEFAULT_TIMEOUT",
         "AsyncRerankClient",
         "CacheInfo",
@@ -72,6 +73,8 @@ PRODUCTS = {
         "shared_image_cache",
     },
     "qwen3_vllm_rerank.serve": {
+        "SERVER_PYTHON_ENV",
+        "VLLM_API_KEY_ENV",
         "CpuInfo",
         "LaunchPlan",
         "VLLMServer",

@@ -7,6 +7,7 @@ the calls; see ``client.py``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
@@ -34,6 +35,7 @@ __all__ = [
     "parse_tokenize",
     "plan_batches",
     "redact_url",
+    "retry_after",
     "score_call",
     "status_error",
     "tokenize_call",
@@ -226,7 +228,22 @@ def status_error(response: httpx.Response) -> RerankHTTPError | None:
     """The error a non-2xx answer stands for, or ``None`` for a success."""
     if response.is_success:
         return None
-    return RerankHTTPError(_url(response), response.status_code, _server_message(response))
+    return RerankHTTPError(
+        _url(response), response.status_code, _server_message(response), retry_after(response)
+    )
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The seconds a ``Retry-After: <seconds>`` header asks for; ``None`` when there is none or it is
+    not a finite, non-negative number (an HTTP date is not read: vLLM and its proxies send seconds)."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def check_status(response: httpx.Response) -> None:

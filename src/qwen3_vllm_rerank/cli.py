@@ -25,9 +25,10 @@ from typing import IO, Literal, TextIO
 
 from . import __version__
 from ._protocol import redact_url
-from .client import DEFAULT_TIMEOUT
+from .client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, DEFAULT_TIMEOUT
 from .errors import InvalidInput, Qwen3RerankError
 from .images import Content, Image, UrlFetcher
+from .serve import SERVER_PYTHON_ENV, VLLM_API_KEY_ENV
 
 __all__ = ["main"]
 
@@ -135,11 +136,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _snippet(base_url: str, model: str, api_key: bool, family: str = "text") -> str:
-    key = (
-        "\n    # the server requires an API key: pass api_key=... or set $QWEN3_VLLM_RERANK_API_KEY"
-        if api_key
-        else ""
-    )
+    key = f"\n    # the server requires an API key: pass api_key=... or set ${API_KEY_ENV}" if api_key else ""
     kwargs = f"base_url={base_url!r}, model={model!r}, top_n=3"
     return (
         "LangChain:\n"
@@ -161,10 +158,6 @@ def _snippet(base_url: str, model: str, api_key: bool, family: str = "text") -> 
     )
 
 
-#: Where ``serve`` reads the server's API key from (vLLM's own variable), off the command line.
-API_KEY_ENV = "VLLM_API_KEY"
-
-
 def _serve(args: argparse.Namespace) -> int:
     from .serve import VLLMServer
 
@@ -172,9 +165,9 @@ def _serve(args: argparse.Namespace) -> int:
         logger.warning(
             "--api-key on the command line is readable by every local user (ps, /proc/PID/cmdline): "
             "set $%s instead",
-            API_KEY_ENV,
+            VLLM_API_KEY_ENV,
         )
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    api_key = args.api_key or os.environ.get(VLLM_API_KEY_ENV) or None
     if args.log_file:
         log_file = Path(args.log_file)
     else:
@@ -585,14 +578,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--python",
         metavar="PATH",
-        help="the Python that has vLLM installed (default: $QWEN3_VLLM_RERANK_SERVER_PYTHON, else this one)",
+        help=f"the Python that has vLLM installed (default: ${SERVER_PYTHON_ENV}, else this one)",
     )
     serve.add_argument("--max-model-len", type=_positive_int, help="longest prompt in tokens (default: 8192)")
     serve.add_argument(
         "--api-key",
         help="require this API key on vLLM's /v1, /v2, /inference and /cohere paths (vLLM leaves /score, "
         "/rerank, /tokenize, /metrics, ... open: on a non-loopback --host, keep the port private); "
-        f"default: ${API_KEY_ENV}. Prefer the variable: a command line is readable by every local user. "
+        f"default: ${VLLM_API_KEY_ENV}. Prefer the variable: a command line is readable by every local user. "
         "vLLM gets the key through its environment, never its command line",
     )
     serve.add_argument(
@@ -641,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rerank.add_argument(
         "--base-url",
-        help="the server (default: $QWEN3_VLLM_RERANK_BASE_URL, else http://127.0.0.1:8000)",
+        help=f"the server (default: ${BASE_URL_ENV}, else {DEFAULT_BASE_URL})",
     )
     rerank.add_argument(
         "--query", "-q", help="the query's text (with --query-image: the text beside the query's images)"
@@ -691,7 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("--instruction", help="the task instruction (default: the model family's own)")
     rerank.add_argument("--top-n", type=_positive_int, help="print only the best N")
     rerank.add_argument("--model", help="the served model name (default: discovered from /v1/models)")
-    rerank.add_argument("--api-key", help="API key (default: $QWEN3_VLLM_RERANK_API_KEY)")
+    rerank.add_argument("--api-key", help=f"API key (default: ${API_KEY_ENV})")
     rerank.add_argument(
         "--timeout",
         type=float,

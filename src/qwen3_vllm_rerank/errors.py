@@ -64,12 +64,16 @@ class RerankTimeoutError(Qwen3RerankError, TimeoutError):
 
 
 class RerankHTTPError(Qwen3RerankError):
-    """The vLLM server answered with an error status."""
+    """The vLLM server answered with an error status; ``retry_after`` is the seconds its
+    ``Retry-After`` header asked for (``None``: none, or not a number of seconds)."""
 
-    def __init__(self, url: str, status_code: int, server_message: str) -> None:
+    def __init__(
+        self, url: str, status_code: int, server_message: str, retry_after: float | None = None
+    ) -> None:
         self.url = url
         self.status_code = status_code
         self.server_message = server_message
+        self.retry_after = retry_after
         hint = {
             401: " (wrong or missing api_key)",
             404: " (wrong base_url, or the server does not serve this model with --runner pooling)",

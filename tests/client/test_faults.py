@@ -23,6 +23,7 @@ from qwen3_vllm_rerank import (
     RerankTimeoutError,
     RetryPolicy,
 )
+from qwen3_vllm_rerank._protocol import retry_after
 from qwen3_vllm_rerank.client._retry import Attempts, Endpoints
 from tests.support.fixtures import Served
 
@@ -39,8 +40,9 @@ def _closed_url() -> str:
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def _fake_vllm(score_statuses: list[int]) -> tuple[Handler, list[str]]:
-    """A stand-in vLLM whose /v1/score answers the given statuses in turn, then 200."""
+def _fake_vllm(score_statuses: list[int], headers: dict[str, str] | None = None) -> tuple[Handler, list[str]]:
+    """A stand-in vLLM whose /v1/score answers the given statuses in turn (each error with
+    ``headers``), then 200."""
     seen: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -57,7 +59,9 @@ def _fake_vllm(score_statuses: list[int]) -> tuple[Handler, list[str]]:
             )
         status = score_statuses.pop(0) if score_statuses else 200
         if status != 200:
-            return httpx.Response(status, json={"error": {"message": f"status {status}"}})
+            return httpx.Response(
+                status, json={"error": {"message": f"status {status}"}}, headers=headers or {}
+            )
         data = [{"index": i, "score": 0.1 * (i + 1)} for i in range(len(body["text_2"]))]
         return httpx.Response(200, json={"data": data, "usage": {"prompt_tokens": 9}})
 
@@ -245,3 +249,47 @@ def test_a_pool_timeout_says_the_pool_is_the_limit() -> None:
             client.score(QUERY, DOCS)
     assert info.value.kind == "pool"
     assert seen.count("/v1/score") == PROBES + 1
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_seconds_are_honoured(status: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 429/503 with ``Retry-After: 1.5`` is retried after those seconds, not the jittered backoff."""
+    waits: list[float] = []
+    monkeypatch.setattr("time.sleep", waits.append)
+    handler, seen = _fake_vllm([status], headers={"Retry-After": "1.5"})
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    with RerankClient("http://vllm", http_client=http, retry=RetryPolicy(max_attempts=3)) as client:
+        assert client.score(QUERY, DOCS) == pytest.approx([0.1, 0.2, 0.3])
+    assert waits == [1.5]
+    assert seen.count("/v1/score") == PROBES + 2
+
+
+def test_retry_after_is_read_only_as_a_sane_number_of_seconds() -> None:
+    def asked(value: str, status: int = 503) -> float:
+        attempts = Attempts(
+            RetryPolicy(max_attempts=5, deadline=100.0, max_backoff=2.0), Endpoints(["http://a"], 10)
+        )
+        attempts.next()
+        attempts.failed("http://a", RerankHTTPError("http://a", status, "busy", retry_after=float(value)))
+        _, delay = attempts.next()
+        return delay
+
+    assert asked("3") == 3.0
+    assert asked("0") == 0.0
+    assert asked("61") <= 2.0  # over MAX_RETRY_AFTER: the backoff instead
+    assert asked("3", status=500) <= 2.0  # a 500 carries no honoured Retry-After
+    response = httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"})
+    assert retry_after(response) is None  # an HTTP date is not read
+    assert retry_after(httpx.Response(503, headers={"Retry-After": "-1"})) is None
+    assert retry_after(httpx.Response(503, headers={"Retry-After": "nan"})) is None
+    assert retry_after(httpx.Response(429, headers={"Retry-After": " 2 "})) == 2.0
+
+
+def test_a_retry_after_past_the_deadline_fails_the_call_at_once() -> None:
+    now = [0.0]
+    attempts = Attempts(
+        RetryPolicy(max_attempts=5, deadline=10.0), Endpoints(["http://a"], 10), clock=lambda: now[0]
+    )
+    attempts.next()
+    with pytest.raises(RerankHTTPError, match="HTTP 503"):
+        attempts.failed("http://a", RerankHTTPError("http://a", 503, "busy", retry_after=30.0))

@@ -9,12 +9,14 @@ from ._budget import LongDocuments
 from ._cache import CacheInfo
 from ._clients import API_KEY_ENV, BASE_URL_ENV, DEFAULT_TIMEOUT, AsyncRerankClient, RerankClient
 from ._discovery import FamilyOption, Template
+from ._options import DEFAULT_BASE_URL
 from ._results import RerankResult
 from ._retry import RetryPolicy
 
 __all__ = [
     "API_KEY_ENV",
     "BASE_URL_ENV",
+    "DEFAULT_BASE_URL",
     "DEFAULT_TIMEOUT",
     "AsyncRerankClient",
     "CacheInfo",

@@ -13,6 +13,10 @@ a request whose answer had started (any byte of it received, even half a status 
 then broke off, or came back unusable: the model had it. That call fails once, with
 :class:`MalformedResponseError`. Which transport failures count as "certainly did not
 reach the model" is decided in one place, ``_transport.translate_transport_error``.
+
+How long to wait: exponential backoff with full jitter, or, when the server's 429/503 answer
+carries ``Retry-After: <seconds>`` (at most :data:`MAX_RETRY_AFTER`), those seconds, as
+openai-python does; a wait that would pass the policy's deadline is not waited: the call fails.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from ..errors import InvalidInput, Qwen3RerankError, RerankConnectionError, Rera
 __all__ = ["RETRYABLE_STATUS", "Attempts", "Endpoints", "RetryPolicy"]
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503})
+#: The longest ``Retry-After`` honoured (seconds); a longer one falls back to the backoff.
+MAX_RETRY_AFTER = 60.0
 
 Clock = Callable[[], float]
 
@@ -117,10 +123,23 @@ class Attempts:
         """``(endpoint, seconds to wait before sending)`` for the next try."""
         delay = 0.0
         if self._tries:
-            cap = min(self._policy.max_backoff, self._policy.backoff * 2 ** (self._tries - 1))
-            delay = self._rng.uniform(0, cap)
+            asked = self._retry_after()
+            if asked is not None:
+                delay = asked
+            else:
+                cap = min(self._policy.max_backoff, self._policy.backoff * 2 ** (self._tries - 1))
+                delay = self._rng.uniform(0, cap)
         self._tries += 1
         return self._endpoints.pick(), delay
+
+    def _retry_after(self) -> float | None:
+        """The wait the last answer asked for (``Retry-After`` on a 429/503), if it is honoured."""
+        last = self._errors[-1][1] if self._errors else None
+        if isinstance(last, RerankHTTPError) and last.status_code in (429, 503):
+            asked = last.retry_after
+            if asked is not None and asked <= MAX_RETRY_AFTER:
+                return asked
+        return None
 
     def succeeded(self, url: str) -> None:
         self._endpoints.succeeded(url)
@@ -130,7 +149,8 @@ class Attempts:
         self._errors.append((url, error))
         if isinstance(error, RerankConnectionError):
             self._endpoints.failed(url)
-        out_of_time = self._clock() - self._started >= self._policy.deadline
+        wait = self._retry_after() or 0.0
+        out_of_time = self._clock() + wait - self._started >= self._policy.deadline
         if not retryable(error) or self._tries >= self._policy.max_attempts or out_of_time:
             final = self._final(error)
             raise final from (error.__cause__ if final is error else error)

@@ -7,6 +7,16 @@ the user's own flags into a :class:`LaunchPlan`; :class:`VLLMServer` runs it, wa
 
 from ._cpu import CpuInfo, read_cpu_info
 from ._plan import LaunchPlan, plan_launch
-from ._server import VLLMServer, read_config
+from ._server import SERVER_PYTHON_ENV, VLLMServer, read_config
+from ._vllm_args import VLLM_API_KEY_ENV
 
-__all__ = ["CpuInfo", "LaunchPlan", "VLLMServer", "plan_launch", "read_config", "read_cpu_info"]
+__all__ = [
+    "SERVER_PYTHON_ENV",
+    "VLLM_API_KEY_ENV",
+    "CpuInfo",
+    "LaunchPlan",
+    "VLLMServer",
+    "plan_launch",
+    "read_config",
+    "read_cpu_info",
+]

@@ -84,8 +84,9 @@ def choose_dtype(
     vLLM 0.32), vLLM resolves ``auto`` to the checkpoint's dtype whenever the platform lists it, and it lists
     bfloat16 on every x86 and Linux ARM CPU (``CpuPlatform.supported_dtypes``; only macOS ARM checks
     ``FEAT_BF16``). On a CPU without native bfloat16 (no ``avx512_bf16`` / ``amx_bf16`` on x86, no
-    ``bf16`` on ARM) that is emulated and measured ~4.8x slower than float32 on 2 AVX-512 cores,
-    so a 16-bit checkpoint is served in float32 there, and in its own dtype where it is native. A
+    ``bf16`` on ARM) that is emulated and several times slower than float32
+    (``benchmarks/vs_transformers.py`` measures it), so a 16-bit checkpoint is served in float32
+    there, and in its own dtype where it is native. A
     float32 checkpoint stays float32 (vLLM would cast a float32 pooling model to float16, which
     most CPUs emulate too). When the CPU's flags cannot be read, vLLM decides.
     """
@@ -130,10 +131,10 @@ def choose_reserved_cpus(
     With its automatic thread binding, vLLM's CPU build (0.27 to 0.32) keeps one core per worker
     out of the model's OpenMP threads, for its scheduler process. On a machine of at most
     :data:`SMALL_MACHINE_CORES` cores that is a quarter to a half of the compute: on 2 cores the
-    model ran on one, and with ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` the same server scored 1.9x the
-    page images and 1.8x the text paragraphs per second (Qwen3-VL-Reranker-2B widths, one worker,
-    measured side by side; ``benchmarks/vs_transformers.py``'s ``reserved-core`` variant measures it
-    for text paragraphs). So a single worker on such a machine reserves none; a value the
+    model ran on one, and ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` lets it use both
+    (``benchmarks/vs_transformers.py``'s ``reserved-core`` variant measures the difference side by
+    side, ``benchmarks/results/vs_transformers.md``). So a single worker on such a machine reserves
+    none; a value the
     user set (``env`` or this process's environment), a thread binding of their own, several
     workers, a bigger machine or an unknown core count keep vLLM's default.
     """

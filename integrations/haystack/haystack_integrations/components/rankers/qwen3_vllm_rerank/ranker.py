@@ -44,7 +44,9 @@ __all__ = ["Qwen3VLLMRanker"]
 
 logger = logging.getLogger(__name__)
 
-#: The environment variable of the default ``api_key`` (Haystack's vLLM components read the same).
+#: The environment variable of the default ``api_key``: vLLM's own, which Haystack's vLLM components
+#: and this library's launcher use too (``qwen3_vllm_rerank.serve.VLLM_API_KEY_ENV``, proven equal by
+#: ``unit_tests/test_serialization.py``; adapters import only the client's and images' faces).
 API_KEY_ENV_VAR = "VLLM_API_KEY"
 #: Init parameters that hold live objects: never serialised (``to_dict`` leaves them out).
 _INJECTED = ("http_client", "http_async_client")
