@@ -30,6 +30,7 @@ from qwen3_vllm_rerank import (
     RerankClient,
     RerankConnectionError,
     RetryPolicy,
+    UnusableDocuments,
 )
 from tests.support.corpus import pydoc_paragraphs
 from tests.support.fixtures import Served
@@ -527,12 +528,23 @@ async def test_invalid_input_raises_before_any_request_even_in_passthrough() -> 
     assert log.paths == alog.paths == [], "rejected before any request"
 
 
-async def test_invalid_input_found_with_the_server_raises_in_passthrough(served: Served) -> None:
-    reranker = Qwen3VLLMReranker(
-        base_url=served.base_url, long_documents="error", max_length=256, on_error="passthrough"
-    )
+async def test_a_document_too_long_for_long_documents_error_fails_only_itself(served: Served) -> None:
+    """long_documents="error" on a document that does not fit: with passthrough it comes back last,
+    unscored, marked; the others are scored. With "raise" it is UnusableDocuments naming it."""
     documents = [*_documents()[:2], _long_document()]
-    with pytest.raises(InvalidInput):
-        reranker.compress_documents(documents, QUERY)
-    with pytest.raises(InvalidInput):
-        await reranker.acompress_documents(documents, QUERY)
+    lenient = Qwen3VLLMReranker(
+        base_url=served.base_url, long_documents="error", max_length=256, on_error="passthrough", top_n=None
+    )
+    for returned in (
+        lenient.compress_documents(documents, QUERY),
+        await lenient.acompress_documents(documents, QUERY),
+    ):
+        assert len(returned) == 3
+        assert all("relevance_score" in d.metadata for d in returned[:2])
+        assert "relevance_score" not in returned[2].metadata
+        assert returned[2].metadata["rerank_error"].startswith("UnusableDocuments: ")
+    strict = Qwen3VLLMReranker(base_url=served.base_url, long_documents="error", max_length=256)
+    with pytest.raises(UnusableDocuments, match=r"documents\[2\]"):
+        strict.compress_documents(documents, QUERY)
+    with pytest.raises(UnusableDocuments, match=r"documents\[2\]"):
+        await strict.acompress_documents(documents, QUERY)

@@ -227,11 +227,12 @@ async def test_passthrough_in_a_query_engine_scores_the_others_and_returns_unusa
         reasons = {n.node.node_id: n.node.metadata["rerank_error"] for n in unusable}
         assert "not valid base64" in reasons["bad-b64"]
         assert "image_path" in reasons["path-as-url"], "a local path is never read from image_url"
-        assert "file_roots" in reasons["file-url"], "says how to opt in"
+        # Outside the fetcher's file_roots: the one message for any file that cannot be read.
+        assert "cannot read image file" in reasons["file-url"]
     assert [type(e) for e in rerank_events.events] == [ReRankStartEvent, ReRankEndEvent] * 2
 
 
-async def test_unusable_nodes_cost_one_more_call_and_no_batch_twice(
+async def test_unusable_nodes_cost_no_second_call_and_no_batch_twice(
     vl_served: Served, tmp_path: Path
 ) -> None:
     good, _ = _nodes(tmp_path)
