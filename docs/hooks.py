@@ -62,7 +62,31 @@ def cli_help() -> str:
     return "\n\n".join(parts)
 
 
+def decode_bounds() -> str:
+    """The decode sandbox's bounds, from ``images/_sandbox.py`` and ``images/_memory.py``."""
+    from qwen3_vllm_rerank.images._memory import DECODE_BUDGET_BYTES, MAX_JPEG_SCANS
+    from qwen3_vllm_rerank.images._sandbox import (
+        DECODE_SECONDS,
+        MEMORY_SLACK_BYTES,
+        STALL_SECONDS,
+        memory_bound,
+    )
+
+    mib = 1024 * 1024
+    growth = (memory_bound(100 * mib) - MEMORY_SLACK_BYTES) / (100 * mib)
+    return (
+        f"| bound | value |\n|---|---|\n"
+        f"| a worker's address space may grow by | {growth:g}x the image's estimated cost"
+        f" + {MEMORY_SLACK_BYTES // mib} MiB |\n"
+        f"| CPU and wall time per image | {DECODE_SECONDS:g} s |\n"
+        f"| a job stops holding a worker slot after | {STALL_SECONDS:g} s |\n"
+        f"| images of one call decoded at once, in estimated bytes | {DECODE_BUDGET_BYTES // mib} MiB |\n"
+        f"| JPEG scans | {MAX_JPEG_SCANS} |"
+    )
+
+
 FACTS: dict[str, Callable[[], str]] = {
+    "decode-bounds": decode_bounds,
     "client-options": client_options,
     "vllm-range": vllm_range,
     "cli-help": cli_help,
