@@ -727,8 +727,10 @@ def _where_the_time_goes(
             f"- (c) every repeat hits both caches (the client's preparation {fmt(first_prep)} s -> "
             f"{fmt(later_prep)} s per call; vLLM's multimodal processor cache {hits:.0f} / {lookups:.0f}), "
             "yet the server's compute is what remains: the page's image tokens come after the query in "
-            "Qwen3-VL-Reranker's prompt, so the prefix cache cannot reuse them across queries, and vLLM "
-            "keeps no vision-encoder output from one request to the next.\n"
+            "Qwen3-VL-Reranker's prompt, so the prefix cache cannot reuse them across queries, and vLLM's "
+            "encoder cache, which does share vision-encoder outputs between requests, holds only "
+            "`--max-num-batched-tokens` embeddings (vLLM 0.32's `SchedulerConfig`: 8,192 at the plan's "
+            "length, about 4 pages), so these pages evict each other.\n"
         )
     return "".join(lines)
 
