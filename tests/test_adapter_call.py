@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import io
 import json
-import threading
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -35,6 +33,7 @@ from qwen3_vllm_rerank import (
     UnusableDocuments,
     UrlFetcher,
 )
+from tests.support.recording import ImageSite
 
 QUERY = "a chart of quarterly revenue"
 LIMIT = 2  # the stand-in server's --limit-mm-per-prompt
@@ -86,44 +85,10 @@ class FakeVL:
         assert all(n == 1 for n in self.batches.values()), "a batch was sent twice"
 
 
-class FlappingSite:
-    """A loopback image site: ``/ok-N.png`` always answers; ``/flap-N.png`` fails its first fetch
-    and answers later ones. ``hits`` counts fetches by path."""
-
-    def __init__(self) -> None:
-        site = self
-        self.hits: Counter[str] = Counter()
-        body = _png()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                site.hits[self.path] += 1
-                if self.path.startswith("/flap") and site.hits[self.path] == 1:
-                    self.send_response(503)
-                    self.send_header("content-length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("content-type", "image/png")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.fixture
-def site() -> Iterator[FlappingSite]:
-    served = FlappingSite()
+def site() -> Iterator[ImageSite]:
+    """``/ok-N.png`` always answers; ``/flap-N.png`` fails its first fetch and answers later ones."""
+    served = ImageSite(_png(), flapping="/flap")
     yield served
     served.close()
 
@@ -151,7 +116,7 @@ def _reranker(fake: FakeVL, **settings: object) -> Qwen3VLLMReranker:
 
 
 def test_two_flapping_urls_fail_only_their_documents_and_nothing_is_fetched_or_sent_twice(
-    site: FlappingSite,
+    site: ImageSite,
 ) -> None:
     fake = FakeVL()
     reranker = _reranker(fake, on_error="passthrough", image_fetcher=_fetcher())
@@ -167,12 +132,12 @@ def test_two_flapping_urls_fail_only_their_documents_and_nothing_is_fetched_or_s
     assert sorted(scored) == ["plain text", "revenue"]
     assert unusable == ["flap one", "flap two"], "last, in retrieval order"
     assert all(d.metadata["rerank_error"].startswith("UnusableDocuments: ") for d in returned[2:])
-    assert set(site.hits.values()) == {1}, "every image fetched once"
+    assert set(site.by_path.values()) == {1}, "every image fetched once"
     assert fake.scores == 1, "one score batch (batch_size holds them all)"
     fake.assert_no_batch_sent_twice()
 
 
-def test_raise_mode_names_every_unusable_document_before_any_score_batch(site: FlappingSite) -> None:
+def test_raise_mode_names_every_unusable_document_before_any_score_batch(site: ImageSite) -> None:
     fake = FakeVL()
     reranker = _reranker(fake, image_fetcher=_fetcher())
     documents = [

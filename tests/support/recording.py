@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -41,16 +42,24 @@ def closed_port_url() -> str:
 
 
 class ImageSite:
-    """A local web server with one PNG (an image URL a document might name); ``hits`` counts the
-    fetches. Close it with :meth:`close`."""
+    """A local web server answering every path with one PNG (an image URL a document might name);
+    ``hits`` counts the fetches, ``by_path`` counts them per path. With ``flapping``, the first fetch
+    of each path starting with it answers 503 and later ones the PNG. Close it with :meth:`close`."""
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, flapping: str | None = None) -> None:
         site = self
         self.hits = 0
+        self.by_path: Counter[str] = Counter()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 site.hits += 1
+                site.by_path[self.path] += 1
+                if flapping and self.path.startswith(flapping) and site.by_path[self.path] == 1:
+                    self.send_response(503)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("content-type", "image/png")
                 self.send_header("content-length", str(len(body)))
@@ -61,7 +70,8 @@ class ImageSite:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/page.png"
+        self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"{self.base}/page.png"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
