@@ -21,7 +21,7 @@ PACKAGE = "qwen3_vllm_rerank"
 SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 PRODUCTS = ("client", "images", "serve", "convert", "testing")
 
-BOTTOM = frozenset({"errors", "_checkpoints", "_protocol", "prompt"})
+BOTTOM = frozenset({"errors", "_checkpoints", "_protocol", "_streams", "prompt"})
 _EVERYTHING = BOTTOM | {*PRODUCTS, "adapters", "cli", "__init__"}
 #: The layers, as one table: unit -> the units it may import (besides its own modules). An entry
 #: ``product._module`` allows that one private module of another product, and nothing else of it.

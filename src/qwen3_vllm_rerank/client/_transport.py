@@ -19,16 +19,16 @@ import asyncio
 import base64
 import contextlib
 import contextvars
-import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpcore
 import httpx
 
 from .. import _protocol as proto
+from .._streams import AsyncBoundedStream, Bound, BoundedStream, Phase
 from ..errors import (
     InvalidInput,
     MalformedResponseError,
@@ -57,7 +57,6 @@ _SENDING = ".send_request_headers.started"
 #: The answer was read to its end, or dropped: this attempt does no more I/O.
 _CLOSED = ".response_closed.complete"
 
-Phase = Literal["connect", "write", "read"]
 _TIMEOUTS: dict[Phase, type[httpcore.TimeoutException]] = {
     "connect": httpcore.ConnectTimeout,
     "write": httpcore.WriteTimeout,
@@ -167,56 +166,9 @@ def _saw(data: bytes) -> bytes:
     return data if attempt is None else attempt.saw(data)
 
 
-class _SyncStream(httpcore.NetworkStream):
-    """A socket whose every operation is bounded by the current attempt's deadline."""
-
-    def __init__(self, inner: httpcore.NetworkStream, total: float | None) -> None:
-        self._inner = inner
-        self._total = total
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return _saw(self._inner.read(max_bytes, _bound("read", timeout, self._total)))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, _bound("write", timeout, self._total))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        bounded = _bound("connect", timeout, self._total)
-        return _SyncStream(self._inner.start_tls(ssl_context, server_hostname, bounded), self._total)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
-class _AsyncStream(httpcore.AsyncNetworkStream):
-    """:class:`_SyncStream` for asyncio: the same bounds, awaited."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream, total: float | None) -> None:
-        self._inner = inner
-        self._total = total
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return _saw(await self._inner.read(max_bytes, _bound("read", timeout, self._total)))
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, _bound("write", timeout, self._total))
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        bounded = _bound("connect", timeout, self._total)
-        return _AsyncStream(await self._inner.start_tls(ssl_context, server_hostname, bounded), self._total)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+def _stream_bound(total: float | None) -> Bound:
+    """The bound of one attempt's socket: the current attempt's deadline, over ``total`` seconds."""
+    return lambda phase, timeout: _bound(phase, timeout, total)
 
 
 _SocketOptions = Iterable[Any]  # httpcore's SOCKET_OPTION, passed through
@@ -237,13 +189,14 @@ class _SyncBackend(httpcore.NetworkBackend):
     ) -> httpcore.NetworkStream:
         bounded = _bound("connect", timeout, self._total)
         stream = self._inner.connect_tcp(host, port, bounded, local_address, socket_options)
-        return _SyncStream(stream, self._total)
+        return BoundedStream(stream, _stream_bound(self._total), _saw)
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: _SocketOptions | None = None
     ) -> httpcore.NetworkStream:
         bounded = _bound("connect", timeout, self._total)
-        return _SyncStream(self._inner.connect_unix_socket(path, bounded, socket_options), self._total)
+        stream = self._inner.connect_unix_socket(path, bounded, socket_options)
+        return BoundedStream(stream, _stream_bound(self._total), _saw)
 
     def sleep(self, seconds: float) -> None:
         self._inner.sleep(seconds)
@@ -264,14 +217,14 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         bounded = _bound("connect", timeout, self._total)
         stream = await self._inner.connect_tcp(host, port, bounded, local_address, socket_options)
-        return _AsyncStream(stream, self._total)
+        return AsyncBoundedStream(stream, _stream_bound(self._total), _saw)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: _SocketOptions | None = None
     ) -> httpcore.AsyncNetworkStream:
         bounded = _bound("connect", timeout, self._total)
         stream = await self._inner.connect_unix_socket(path, bounded, socket_options)
-        return _AsyncStream(stream, self._total)
+        return AsyncBoundedStream(stream, _stream_bound(self._total), _saw)
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)

@@ -23,6 +23,7 @@ from typing import Any
 
 import httpcore
 
+from .._streams import AsyncBoundedStream, BoundedStream, Phase
 from ._addresses import parse_address
 
 # The timeout parameters are httpcore's interface, bounded here by the deadline.
@@ -65,6 +66,10 @@ class Deadline:
         if remaining <= 0:
             raise httpcore.ReadTimeout(f"the total deadline of {self.seconds} s passed")
         return remaining if cap is None else min(cap, remaining)
+
+    def bound(self, phase: Phase, timeout: float | None) -> float:
+        """A socket operation's timeout (:class:`~.._streams.Bound`): the time left, whatever the phase."""
+        return self.left(timeout)
 
     def timeouts(self) -> dict[str, float]:
         """httpcore's per-request ``timeout`` extension, all set to the time left."""
@@ -200,30 +205,6 @@ class _Pins:
         return addresses
 
 
-class _DeadlineStream(httpcore.NetworkStream):
-    def __init__(self, inner: httpcore.NetworkStream, deadline: Deadline) -> None:
-        self._inner = inner
-        self._deadline = deadline
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, self._deadline.left(timeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._inner.write(buffer, self._deadline.left(timeout))
-
-    def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        inner = self._inner.start_tls(ssl_context, server_hostname, self._deadline.left(timeout))
-        return _DeadlineStream(inner, self._deadline)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
-
-
 class PinnedBackend(httpcore.NetworkBackend):
     """Connects each host only to the addresses pinned for it (:meth:`pin`), within ``deadline``."""
 
@@ -250,7 +231,7 @@ class PinnedBackend(httpcore.NetworkBackend):
             except httpcore.ConnectError as exc:
                 failure = exc
                 continue
-            return _DeadlineStream(stream, self._deadline)
+            return BoundedStream(stream, self._deadline.bound)
         raise failure
 
     def connect_unix_socket(
@@ -260,30 +241,6 @@ class PinnedBackend(httpcore.NetworkBackend):
 
     def sleep(self, seconds: float) -> None:
         time.sleep(min(seconds, self._deadline.left()))
-
-
-class _AsyncDeadlineStream(httpcore.AsyncNetworkStream):
-    def __init__(self, inner: httpcore.AsyncNetworkStream, deadline: Deadline) -> None:
-        self._inner = inner
-        self._deadline = deadline
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, self._deadline.left(timeout))
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, self._deadline.left(timeout))
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        inner = await self._inner.start_tls(ssl_context, server_hostname, self._deadline.left(timeout))
-        return _AsyncDeadlineStream(inner, self._deadline)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
 
 
 class AsyncPinnedBackend(httpcore.AsyncNetworkBackend):
@@ -312,7 +269,7 @@ class AsyncPinnedBackend(httpcore.AsyncNetworkBackend):
             except httpcore.ConnectError as exc:
                 failure = exc
                 continue
-            return _AsyncDeadlineStream(stream, self._deadline)
+            return AsyncBoundedStream(stream, self._deadline.bound)
         raise failure
 
     async def connect_unix_socket(
