@@ -45,9 +45,9 @@ from _images import page_files, sources
 
 from qwen3_vllm_rerank.client import _inputs
 from qwen3_vllm_rerank.images import PreparedImageCache
-from qwen3_vllm_rerank.images._cache import PNG_COMPRESS_LEVEL
 from qwen3_vllm_rerank.images._calls import DECODE_WORKERS
 from qwen3_vllm_rerank.images._geometry import smart_resize
+from qwen3_vllm_rerank.images._image_cache import PNG_COMPRESS_LEVEL
 from qwen3_vllm_rerank.images._preparing import Settings, _finish_image, finish, open_checked
 from qwen3_vllm_rerank.images._sandbox import sandbox, shutdown_sandbox
 

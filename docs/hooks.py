@@ -2,8 +2,9 @@
 
 * ``<!-- fact: NAME -->`` in a page is replaced by the fact ``NAME`` rendered from the code:
   ``client-options`` (the table of :class:`qwen3_vllm_rerank.client.ClientOptions`),
-  ``vllm-range`` (the tested vLLM range, ``serve/_install.py``), ``cli-help`` (every subcommand's
-  ``--help``, from the CLI's own parser).
+  ``vllm-range`` (the tested vLLM range, ``serve/_install.py``), ``vllm-parser-checked`` (the newest
+  vLLM whose own argument parser the launcher's reading was compared with, same home), ``cli-help``
+  (every subcommand's ``--help``, from the CLI's own parser).
 * ``SECURITY.md`` and ``benchmarks/results/`` are served as they are in the repository
   (``security.md``, ``performance/``): the benchmark figures are what the benchmarks wrote.
 """
@@ -50,6 +51,12 @@ def vllm_range() -> str:
     return f"vLLM {oldest} to {newest}"
 
 
+def vllm_parser_checked() -> str:
+    from qwen3_vllm_rerank.serve._install import NEWEST_PARSER_CHECKED
+
+    return "vLLM " + ".".join(map(str, NEWEST_PARSER_CHECKED))
+
+
 def cli_help() -> str:
     from qwen3_vllm_rerank.cli import build_parser
 
@@ -63,8 +70,8 @@ def cli_help() -> str:
 
 
 def decode_bounds() -> str:
-    """The decode sandbox's bounds, from ``images/_sandbox.py`` and ``images/_memory.py``."""
-    from qwen3_vllm_rerank.images._memory import DECODE_BUDGET_BYTES, MAX_JPEG_SCANS
+    """The decode sandbox's bounds, from ``images/_sandbox.py`` and ``images/_decode_budget.py``."""
+    from qwen3_vllm_rerank.images._decode_budget import DECODE_BUDGET_BYTES, MAX_JPEG_SCANS
     from qwen3_vllm_rerank.images._sandbox import (
         DECODE_SECONDS,
         MEMORY_SLACK_BYTES,
@@ -89,6 +96,7 @@ FACTS: dict[str, Callable[[], str]] = {
     "decode-bounds": decode_bounds,
     "client-options": client_options,
     "vllm-range": vllm_range,
+    "vllm-parser-checked": vllm_parser_checked,
     "cli-help": cli_help,
 }
 

@@ -236,7 +236,7 @@ def test_without_a_tokenizer_only_documents_that_may_not_fit_are_unusable() -> N
     long, short = "word " * 500, "a short one"  # the short one fits by its UTF-8 bytes alone
     client.score(QUERY, [short])
     fake.reset()
-    ranking = client._rerank_usable(QUERY, [long, short, long])
+    ranking = client.rerank_usable(QUERY, [long, short, long])
     assert [r.index for r in ranking.results] == [1]
     assert set(ranking.unusable) == {0, 2}
     assert "pass tokenizer=" in ranking.unusable[0]
@@ -267,7 +267,7 @@ async def test_page_images_that_leave_no_room_fail_only_their_document() -> None
         pages = Content("slides", images=[_png((i, i, 0)) for i in range(80)])
         await client.score(QUERY, ["warm up"])
         fake.reset()
-        ranking = await client._rerank_usable(QUERY, ["fine", pages])
+        ranking = await client.rerank_usable(QUERY, ["fine", pages])
         with pytest.raises(UnusableDocuments) as raised:
             await client.rerank(QUERY, ["fine", pages])
     assert [r.index for r in ranking.results] == [0]

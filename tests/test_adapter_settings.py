@@ -32,11 +32,12 @@ from qwen3_vllm_rerank import (
 from qwen3_vllm_rerank.adapters import (
     RERANK_ERROR_KEY,
     ClientSettings,
-    RerankCall,
     Reranked,
     RerankSettings,
     Unusable,
+    _RerankCall,
     items_to_return,
+    rerank,
 )
 from qwen3_vllm_rerank.client._options import (
     API_KEY_ENV,
@@ -202,7 +203,7 @@ def test_passthrough_returns_every_document_once_after_at_most_one_send(
     at most: the client names the unusable documents in the same call that scores the others."""
     flagged = {i for i in flagged if i < count}  # found by the adapter
     documents: list[str | Unusable] = [Unusable("bad") if i in flagged else f"doc {i}" for i in range(count)]
-    call = RerankCall(documents, "passthrough", LOGGER)
+    call = _RerankCall(documents, "passthrough", LOGGER)
     assert call.lenient
     sent = call.to_send
     assert not any(isinstance(d, Unusable) for d in sent), "never sent"
@@ -226,7 +227,7 @@ def test_passthrough_returns_every_document_once_after_at_most_one_send(
 
 def test_raise_mode_raises_the_documents_found_unusable_before_any_send() -> None:
     with pytest.raises(UnusableDocuments) as raised:
-        RerankCall(["fine", Unusable("its image is not valid base64"), "fine"], "raise", LOGGER)
+        rerank(RerankSettings(), "query", ["fine", Unusable("its image is not valid base64"), "fine"], LOGGER)
     assert raised.value.reasons == {1: "its image is not valid base64"}
 
 

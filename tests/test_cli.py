@@ -26,6 +26,7 @@ from safetensors import safe_open
 from qwen3_vllm_rerank import Content, Image, RerankClient, UrlFetcher
 from qwen3_vllm_rerank.cli import PROG, _snippet, main
 from qwen3_vllm_rerank.errors import ConversionError, Qwen3RerankError
+from tests.serve.published_configs import PUBLISHED_CONFIGS
 from tests.support.fake_vllm import FAKE_EXIT_CODE, fake_vllm
 from tests.support.fixtures import Checkpoints, Served
 from tests.support.processes import descendants, read_alive
@@ -677,26 +678,32 @@ def test_serve_debug_never_shows_the_api_key(tmp_path: Path) -> None:
 def test_serve_gpu_memory_caps_what_the_server_holds(tmp_path: Path) -> None:
     """``serve --gpu-memory`` reaches the plan: on a GPU build of vLLM (a stand-in that exits at once)
     the server is planned within the cap, through vLLM's byte-sized KV cache flag."""
-    config = {
-        "architectures": ["Qwen3ForCausalLM"],
-        "num_hidden_layers": 28,
-        "num_attention_heads": 16,
-        "num_key_value_heads": 8,
-        "head_dim": 128,
-        "hidden_size": 1024,
-        "intermediate_size": 3072,
-        "vocab_size": 151669,
-        "max_position_embeddings": 40960,
-        "tie_word_embeddings": True,
-        "torch_dtype": "bfloat16",
-    }
-    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "config.json").write_text(json.dumps(PUBLISHED_CONFIGS["0.6B"]))
     args = ["--gpu-memory", "4", "--port", "0", "--quiet", "--python", sys.executable]
     result = _run("serve", "--debug", str(tmp_path), *args, timeout=120, env=_with_fake_vllm(tmp_path))
     assert "GPU memory 4.0 GiB = weights" in result.stderr
     command = next(line for line in result.stderr.splitlines() if "command: " in line)
     assert "--kv-cache-memory-bytes" in command
     assert "--gpu-memory-utilization" in command
+
+
+def test_serve_image_cache_pages_sizes_the_encoder_cache(tmp_path: Path) -> None:
+    """``serve --image-cache-pages N`` reaches the plan of a Qwen3-VL checkpoint (a stand-in vLLM that
+    exits at once): the plan says the cache holds N pages and names its cache manager; 0 leaves it to
+    vLLM; a negative count is refused by the parser."""
+    (tmp_path / "config.json").write_text(json.dumps(PUBLISHED_CONFIGS["VL-2B"]))
+    args = ["--port", "0", "--quiet", "--python", sys.executable]
+    env = _with_fake_vllm(tmp_path)
+    sized = _run("serve", "--debug", str(tmp_path), "--image-cache-pages", "8", *args, env=env)
+    assert "encoder cache 8 pages" in sized.stderr
+    command = next(line for line in sized.stderr.splitlines() if "command: " in line)
+    assert "--ec-manager-config" in command
+    vllms = _run("serve", "--debug", str(tmp_path), "--image-cache-pages", "0", *args, env=env)
+    command = next(line for line in vllms.stderr.splitlines() if "command: " in line)
+    assert "--ec-manager-config" not in command
+    refused = _run("serve", str(tmp_path), "--image-cache-pages", "-1", env=env)
+    assert refused.returncode == 2
+    assert "must be 0 or a positive integer" in refused.stderr
 
 
 # --- what the CLI prints from its input is safe on a terminal (issue 23, hole 11) -------------

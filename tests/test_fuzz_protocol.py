@@ -23,8 +23,8 @@ from qwen3_vllm_rerank._protocol import (
     parse_prompt_tokens,
     parse_scores,
     parse_tokenize,
-    redact_url,
 )
+from qwen3_vllm_rerank._redaction import redact_url
 
 URL = "http://127.0.0.1:1/v1/score"
 TYPED = (MalformedResponseError, RerankHTTPError)

@@ -19,9 +19,9 @@ import pytest
 
 PACKAGE = "qwen3_vllm_rerank"
 SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
-PRODUCTS = ("client", "images", "serve", "convert", "testing")
+PRODUCTS = ("client", "images", "serve", "convert", "testing", "batch")
 
-BOTTOM = frozenset({"errors", "_checkpoints", "_protocol", "_streams", "prompt"})
+BOTTOM = frozenset({"errors", "_checkpoints", "_protocol", "_redaction", "_streams", "prompt"})
 _EVERYTHING = BOTTOM | {*PRODUCTS, "adapters", "cli", "__init__"}
 #: The layers, as one table: unit -> the units it may import (besides its own modules). An entry
 #: ``product._module`` allows that one private module of another product, and nothing else of it.
@@ -38,7 +38,22 @@ LAYERS: dict[str, frozenset[str]] = {
     "__init__": BOTTOM | {"client", "images", "serve", "convert"},
     # The text fixture writes the Sentence Transformers files with the converter's own writer.
     "testing": (_EVERYTHING - {"adapters", "cli"}) | {"convert._sentence_transformers"},
-    "cli": _EVERYTHING,  # the only non-test importer of testing: its make-fixture command
+    # The batch engine prepares rows with the client's own pieces and plans engines with serve's.
+    "batch": BOTTOM
+    | {
+        "client",
+        "client._budget",
+        "client._discovery",
+        "client._flow",
+        "client._inputs",
+        "client._sanitize",
+        "client._tokens",
+        "serve",
+        "serve._install",
+        "serve._secrets",
+        "serve._server",
+    },
+    "cli": _EVERYTHING | {"batch", "batch._command"},  # the only non-test importer of testing
 }
 
 #: Imports against these rules that the tree still holds, as (importer, imported) modules: none. An
@@ -224,7 +239,7 @@ def test_the_reader_sees_every_kind_of_import() -> None:
     edges = _graph().edges
     assert "testing" in edges["cli"], "the CLI's function-level import of testing"
     assert "_checkpoints" in edges["prompt"], "prompt's `if TYPE_CHECKING:` import"
-    assert "convert._plan" in edges["convert._verify"], "a relative import inside a product"
+    assert "convert._conversion_plan" in edges["convert._verify"], "a relative import inside a product"
     assert "errors" in edges["convert._reading"], "a `from ..errors import` two levels up"
     assert {"convert", "errors"} <= set(edges["__init__"]), "the package's own re-exports"
 
@@ -289,8 +304,9 @@ def test_the_rules_catch_what_they_claim() -> None:
 
 INTEGRATIONS = SRC.parents[1] / "integrations"
 #: What an adapter distribution may import of the core: the package's face, the shared adapter
-#: contract, the client's and images' faces, and the one option table its settings are declared from.
-ADAPTER_IMPORTS = frozenset({"__init__", "adapters", "client", "images", "client._options"})
+#: contract (which also exports the option table its settings are declared from), and the client's
+#: and images' faces; never a private module.
+ADAPTER_IMPORTS = frozenset({"__init__", "adapters", "client", "images"})
 
 
 def _adapter_modules() -> list[Module]:
@@ -322,3 +338,31 @@ def test_the_adapter_distributions_import_only_the_cores_faces() -> None:
                 if target is not None and target not in ADAPTER_IMPORTS:
                     found.add(f"{adapter.name}:{node.lineno} imports {PACKAGE}.{target}")
     assert not found, "\n  ".join(["adapters reaching into the core's private modules:", *sorted(found)])
+
+
+def test_only_the_adapter_contract_needs_pydantic() -> None:
+    """The core does not depend on pydantic (the ``adapters`` extra and the adapter distributions
+    declare it): no module of the package imports it but ``adapters``."""
+    importers = set()
+    for module in _modules().values():
+        tree = ast.parse(module.path.read_text(), filename=str(module.path))
+        for node in ast.walk(tree):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            if any(name.split(".")[0] == "pydantic" for name in names):
+                importers.add(module.name)
+    assert importers == {"adapters"}
+
+
+def test_the_adapter_distributions_share_one_build_hook() -> None:
+    """Each adapter project needs its own ``hatch_build.py`` (hatchling loads it from the project's
+    directory, and a wheel is built from an sdist holding only that project's files): one text, kept
+    identical in the three."""
+    hooks = {p.parent.name: p.read_bytes() for p in sorted(INTEGRATIONS.glob("*/hatch_build.py"))}
+    assert set(hooks) == {"langchain", "llama-index", "haystack"}
+    assert len(set(hooks.values())) == 1, "integrations/*/hatch_build.py differ: copy one over the others"

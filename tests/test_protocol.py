@@ -17,9 +17,10 @@ from qwen3_vllm_rerank._protocol import (
     parse_scores,
     parse_tokenize,
     plan_batches,
-    redact_url,
     score_call,
+    with_image_uuids,
 )
+from qwen3_vllm_rerank._redaction import redact_url
 
 URL = "http://127.0.0.1:1/v1/score"
 
@@ -42,6 +43,39 @@ def test_score_call_is_one_to_many() -> None:
     call = score_call("m", ScoreBatch(0, "prefix", ["a", "b"]))
     assert call.path == "/v1/score"
     assert call.json == {"model": "m", "text_1": "prefix", "text_2": ["a", "b"]}
+
+
+def test_a_batch_route_becomes_the_calls_route_and_never_part_of_the_body() -> None:
+    (batch,) = plan_batches("prefix", ["a", "b"], 4, route="k")
+    call = score_call("m", batch)
+    assert call.route == "k"
+    assert call.json == {"model": "m", "text_1": "prefix", "text_2": ["a", "b"]}
+    assert score_call("m", ScoreBatch(0, "prefix", ["a"])).route is None
+
+
+def _image(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def test_with_image_uuids_names_each_image_part_in_order_and_copies() -> None:
+    param: dict[str, Any] = {"content": [_image("data:1"), _image("data:2"), {"type": "text", "text": "t"}]}
+    tagged = with_image_uuids(param, ["u1", "u2"])
+    assert tagged == {
+        "content": [
+            {**_image("data:1"), "uuid": "u1"},
+            {**_image("data:2"), "uuid": "u2"},
+            {"type": "text", "text": "t"},
+        ]
+    }
+    assert param["content"][0] == _image("data:1")  # the input is not changed
+
+
+def test_with_image_uuids_leaves_text_alone_and_refuses_a_count_that_does_not_match() -> None:
+    assert with_image_uuids("plain text", []) == "plain text"
+    text_only = {"content": [{"type": "text", "text": "t"}]}
+    assert with_image_uuids(text_only, []) is text_only
+    with pytest.raises(ValueError, match="zip"):
+        with_image_uuids({"content": [_image("data:1")]}, ["u1", "u2"])
 
 
 def test_scores_are_put_back_in_input_order_by_index() -> None:

@@ -7,6 +7,7 @@ it is re-exported from the product's own modules (nothing is defined in an ``__i
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import pytest
 
@@ -58,6 +59,7 @@ PRODUCTS = {
         "RerankResult",
         "RetryPolicy",
         "Template",
+        "UsableRanking",
     },
     "qwen3_vllm_rerank.images": {
         "IMAGE_CACHE_BYTES",
@@ -83,6 +85,7 @@ PRODUCTS = {
         "read_cpu_info",
     },
     "qwen3_vllm_rerank.convert": {"VerificationResult", "convert_checkpoint", "verify_conversion"},
+    "qwen3_vllm_rerank.batch": {"ERROR", "KEY", "SCORE", "rerank_dataset"},
     "qwen3_vllm_rerank.testing": {
         "QWEN3_0_6B_SHAPE",
         "QWEN3_VL_2B_SHAPE",
@@ -129,6 +132,45 @@ def test_every_error_shares_one_root() -> None:
     assert issubclass(errors.UnusableDocuments, errors.InvalidInput)
     assert issubclass(errors.RerankTimeoutError, TimeoutError)
     assert issubclass(errors.RerankConnectionError, ConnectionError)
+
+
+#: The contract the adapter distributions build on (``qwen3_vllm_rerank.adapters``): the only names of
+#: the core they use besides the package's, the client's and images' faces (tests/test_layers.py).
+ADAPTER_CONTRACT = {
+    "RERANK_ERROR_KEY",
+    "TRUNCATED_KEY",
+    "WINDOW_KEY",
+    "AdapterInput",
+    "ClientOptions",
+    "ClientSettings",
+    "OnError",
+    "RerankSettings",
+    "Reranked",
+    "ReturnedItem",
+    "Unusable",
+    "arerank",
+    "async_client_of",
+    "awarm_up",
+    "client_of",
+    "items_to_return",
+    "option_names",
+    "options_doc",
+    "rerank",
+    "warm_up",
+}
+
+
+def test_the_adapter_contract_is_pinned_and_documented() -> None:
+    from qwen3_vllm_rerank import adapters
+
+    assert set(adapters.__all__) == ADAPTER_CONTRACT
+    for name in adapters.__all__:
+        value = getattr(adapters, name)
+        if inspect.isfunction(value) or inspect.isclass(value):
+            assert value.__doc__, f"adapters.{name} has no docstring"
+    # No underscore method is part of it: the adapters call functions and public methods only.
+    for model in (adapters.ClientSettings, adapters.RerankSettings):
+        assert not {"_rerank", "_arerank", "_get_client", "_get_async_client"} & set(dir(model))
 
 
 #: Each adapter distribution's package -> the names it exports (its classes; nothing else).

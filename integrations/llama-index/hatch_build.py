@@ -1,9 +1,14 @@
-"""Build hook: this postprocessor requires exactly the core release it is built with.
+"""Build hook of the adapter distributions: each requires exactly the core release it is built with.
 
-The three distributions of this repository share one version (``__version__`` in the core's
-``src/qwen3_vllm_rerank/__init__.py``), and the adapter relies on the core's internals, so the pin is
-exact: ``qwen3-vllm-rerank==<version>``. Declared dependencies stay in ``pyproject.toml``, under
-``[tool.hatch.metadata.hooks.custom]``.
+The repository's distributions share one version (``__version__`` in the core's
+``src/qwen3_vllm_rerank/__init__.py``), and an adapter is tested against that core only, so the pin
+is exact: ``qwen3-vllm-rerank==<version>``. The other dependencies stay in the project's
+``pyproject.toml``, under ``[tool.hatch.metadata.hooks.custom]``.
+
+This file is the same, byte for byte, in ``integrations/langchain``, ``integrations/llama-index`` and
+``integrations/haystack`` (``tests/test_layers.py`` fails when they differ): hatchling loads a
+metadata hook from the project's own directory, and every wheel is built from its sdist, which holds
+only that project's files, so no file outside it can serve the three.
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
-from urllib.parse import urlsplit
 
 import httpx
 
+from ._redaction import redact_url
 from .errors import MalformedResponseError, RerankHTTPError
 
 __all__ = [
@@ -34,11 +34,11 @@ __all__ = [
     "parse_scores",
     "parse_tokenize",
     "plan_batches",
-    "redact_url",
     "retry_after",
     "score_call",
     "status_error",
     "tokenize_call",
+    "with_image_uuids",
 ]
 
 SCORE_PATH = "/v1/score"
@@ -58,6 +58,9 @@ class Call:
     json: dict[str, Any] | None = field(default=None)
     #: Error statuses handed back to the flow as answers instead of raised (never retried).
     tolerate: tuple[int, ...] = ()
+    #: The key whose rendezvous order picks the replica (``client/_routing.py``); ``None``:
+    #: any replica (round-robin).
+    route: str | None = None
 
 
 #: One side of a pair as vLLM's score API takes it: a string, or (for multimodal models)
@@ -80,6 +83,8 @@ class ScoreBatch:
     documents: list[ScoreParam]
     raw: bool = False
     instruction: str | None = None
+    #: The route key of its documents' replica (see :attr:`Call.route`).
+    route: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,45 +97,6 @@ class ServedModel:
     root: str | None = None
 
 
-#: What stands in for a secret in a shown URL.
-REDACTED = "***"
-
-
-def redact_url(url: str) -> str:
-    """``url`` as it may be shown in an error or a log line: without secrets.
-
-    The userinfo (``http://svc:pw@host`` -> ``http://***@host``) is replaced, every
-    query value is replaced but its name kept (``?token=abc&x`` -> ``?token=***&***``,
-    names help debugging, values may be keys), and the fragment is dropped. A URL
-    that cannot be parsed, or with an ``@`` outside its authority (a password with an
-    unencoded ``/``, ``?`` or ``#``, or no ``scheme://``), is ambiguous about where its
-    secret ends: only its scheme is kept (``http://***``). Never raises.
-    """
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for an authority that is not host[:port]
-    except ValueError:
-        return _scheme_only(url)
-    if "@" in parts.path + parts.query + parts.fragment or (parts.scheme and not parts.netloc):
-        return _scheme_only(url)
-    _userinfo, at, host = parts.netloc.rpartition("@")
-    shown = f"{parts.scheme}://" if parts.scheme else ""
-    shown += (f"{REDACTED}@" if at else "") + host + parts.path
-    if parts.query:
-        shown += "?" + "&".join(_redact_query_item(item) for item in parts.query.split("&"))
-    return shown
-
-
-def _scheme_only(url: str) -> str:
-    scheme, sep, _ = url.partition("://")
-    return f"{scheme}://{REDACTED}" if sep and scheme.isalnum() else REDACTED
-
-
-def _redact_query_item(item: str) -> str:
-    name, eq, _ = item.partition("=")
-    return f"{name}={REDACTED}" if eq else REDACTED
-
-
 def plan_batches(
     query: ScoreParam,
     documents: Sequence[ScoreParam],
@@ -138,12 +104,33 @@ def plan_batches(
     *,
     raw: bool = False,
     instruction: str | None = None,
+    route: str | None = None,
 ) -> list[ScoreBatch]:
     """Split the pairs of one query into requests of at most ``batch_size`` pairs."""
     return [
-        ScoreBatch(start, query, list(documents[start : start + batch_size]), raw, instruction)
+        ScoreBatch(start, query, list(documents[start : start + batch_size]), raw, instruction, route)
         for start in range(0, len(documents), batch_size)
     ]
+
+
+def with_image_uuids(param: ScoreParam, uuids: Sequence[str]) -> ScoreParam:
+    """``param`` (a query or document side) with vLLM's per-item ``uuid`` on each of its
+    ``image_url`` parts, in order: ``uuids[k]`` names the k-th image.
+
+    vLLM reads it (``_parse_chat_message_content_part``: ``entrypoints/chat_utils.py`` in 0.27,
+    ``renderers/chat_utils.py`` in 0.32; the score path passes it on as ``multi_modal_uuids``) and
+    keys its processor and encoder caches by that id instead of hashing the decoded pixels,
+    so the id must stand for exactly the bytes sent: the client passes the SHA-256 of each image's
+    PNG (:attr:`~qwen3_vllm_rerank.images.PreparedImage.sha256`, the bytes of its ``data:`` URL).
+    A text side, or one without images, is returned as it is; a count that does not match the
+    image parts is a ``ValueError`` (a bug, never a request)."""
+    if isinstance(param, str) or not uuids:
+        return param
+    content = list(param["content"])
+    images = [k for k, part in enumerate(content) if part.get("type") == "image_url"]
+    for k, uuid in zip(images, uuids, strict=True):
+        content[k] = {**content[k], "uuid": uuid}
+    return {**param, "content": content}
 
 
 def score_call(model: str | None, batch: ScoreBatch, *, tolerate: tuple[int, ...] = ()) -> Call:
@@ -158,7 +145,7 @@ def score_call(model: str | None, batch: ScoreBatch, *, tolerate: tuple[int, ...
             body["instruction"] = batch.instruction
     else:
         body.update(text_1=batch.query, text_2=batch.documents)
-    return Call("POST", SCORE_PATH, body, tolerate)
+    return Call("POST", SCORE_PATH, body, tolerate, batch.route)
 
 
 def auth_headers(api_key: str | None) -> dict[str, str]:

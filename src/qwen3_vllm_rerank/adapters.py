@@ -1,14 +1,29 @@
-"""What the LangChain and LlamaIndex adapters share, declared once, free of either framework.
+"""The contract the adapter distributions build on: settings, one rerank call, its outcome.
 
-Both frameworks build components on pydantic v2, so their settings are one pydantic model
-here (:class:`ClientSettings`, :class:`RerankSettings`) that each adapter class inherits
-next to its framework base; every shared option's default and description are read from
-the core's one table (``client/_options.py``). This module needs pydantic, which both
-adapter distributions depend on; the core package itself never imports it.
+The LangChain, LlamaIndex and Haystack adapters (``integrations/*``, their own distributions) use
+only what this module exports; it is free of every framework. Both LangChain and LlamaIndex build
+components on pydantic v2, so the settings are pydantic models an adapter class inherits next to
+its framework base (Haystack's ranker holds one instead); every shared option's default and
+description are read from the core's one table (:class:`ClientOptions`).
 
-Also here: one adapter call (:meth:`RerankSettings._rerank` / ``_arerank``: which failures
-``on_error="passthrough"`` absorbs, and which documents it drops and returns last), and
-:func:`items_to_return`, which turns its outcome into the items an adapter returns, in order.
+Settings
+    :class:`ClientSettings` (where the server is, how to talk to it) and :class:`RerankSettings`
+    (plus ``top_n``, ``score_threshold``, ``on_error``). :func:`client_of` / :func:`async_client_of`
+    give the core client built from them (created on first use, reused); :func:`warm_up` /
+    :func:`awarm_up` learn the server before the first call.
+One call
+    :func:`rerank` / :func:`arerank` score an adapter's documents (each an :data:`AdapterInput`:
+    text, :class:`~qwen3_vllm_rerank.Content`, or :class:`Unusable` for one the adapter could not
+    map) and return a :class:`Reranked`; :func:`items_to_return` turns it into the
+    :class:`ReturnedItem` s to return, in order, with the metadata keys (:data:`TRUNCATED_KEY`,
+    :data:`WINDOW_KEY`, :data:`RERANK_ERROR_KEY`) to add.
+Declaring more settings
+    :class:`ClientOptions`, :func:`option_names`, :func:`options_doc`: the option table itself,
+    for an adapter that cannot inherit the model and declares the options as keyword arguments.
+
+It needs pydantic (``pydantic>=2,<3``), which the core does not depend on: the core's
+``adapters`` extra and every adapter distribution declare it, and no other module of the core
+imports it.
 
 Which failure is which: a programmer error (a document of the wrong type, a ``page_content``
 of ``None``, an empty query) is :class:`~qwen3_vllm_rerank.InvalidInput` and always raised;
@@ -27,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +59,7 @@ from pydantic import (
     field_serializer,
 )
 
-from ._protocol import redact_url
+from ._redaction import redact_url, redact_urls_in
 from .client import (
     API_KEY_ENV,
     BASE_URL_ENV,
@@ -57,7 +71,7 @@ from .client import (
     RetryPolicy,
     Template,
 )
-from .client._options import option_default, option_doc, option_names
+from .client._options import ClientOptions, option_default, option_doc, option_names, options_doc
 from .errors import InvalidInput, Qwen3RerankError, RerankHTTPError, UnusableDocuments
 from .images import Content, UrlFetcher
 
@@ -66,14 +80,22 @@ __all__ = [
     "TRUNCATED_KEY",
     "WINDOW_KEY",
     "AdapterInput",
+    "ClientOptions",
     "ClientSettings",
     "OnError",
-    "RerankCall",
     "RerankSettings",
     "Reranked",
     "ReturnedItem",
     "Unusable",
+    "arerank",
+    "async_client_of",
+    "awarm_up",
+    "client_of",
     "items_to_return",
+    "option_names",
+    "options_doc",
+    "rerank",
+    "warm_up",
 ]
 
 OnError = Literal["raise", "passthrough"]
@@ -84,8 +106,6 @@ WINDOW_KEY = "window"
 RERANK_ERROR_KEY = "rerank_error"
 
 _MARKER_CHARS = 200
-#: A URL written in an error message with ``user:password@`` in it.
-_URL_WITH_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s@]*@\S*")
 
 
 def _base_url_from_env() -> str | None:
@@ -220,14 +240,6 @@ class ClientSettings(BaseModel):
                 return client.model
         return self.model
 
-    def _get_client(self) -> RerankClient:
-        """The sync client, created on first use and reused."""
-        return self._clients.get_sync(self)
-
-    def _get_async_client(self) -> AsyncRerankClient:
-        """The async client, created on first use and reused (on any event loop)."""
-        return self._clients.get_async(self)
-
     def close(self) -> None:
         """Close the sync client's connections (if any). Later calls reconnect."""
         client, self._clients.sync = self._clients.sync, None
@@ -264,7 +276,7 @@ class Unusable:
     reason: str
 
 
-#: What an adapter hands to :meth:`RerankSettings._rerank` for each of its documents.
+#: What an adapter hands to :func:`rerank` for each of its documents.
 AdapterInput = str | Content | Unusable
 
 
@@ -284,7 +296,7 @@ class Reranked:
     unusable: dict[int, str] = field(default_factory=dict)
 
 
-class RerankCall:
+class _RerankCall:
     """The bookkeeping of one adapter call on ``documents``: which are sent, which were
     dropped, and what came back; ``on_error`` decides what a failure does, warnings go to
     ``logger``. Send :attr:`to_send` (when it is not empty) in one client call, report it
@@ -293,7 +305,7 @@ class RerankCall:
     One client call at most: the client checks every document's content (its images, each
     fetched and prepared once, the images per prompt, its length) before it sends any score
     batch, and with ``on_error="passthrough"`` scores the usable documents in that same call
-    and names the others (:meth:`RerankClient._rerank_usable`); with ``"raise"`` it raises one
+    and names the others (:meth:`RerankClient.rerank_usable`); with ``"raise"`` it raises one
     :class:`UnusableDocuments` naming every one of them. So no batch is sent twice, no image
     is fetched twice, and no document's content can fail the others.
     """
@@ -350,7 +362,7 @@ class RerankCall:
     def outcome(self) -> Reranked:
         """What became of the documents (once the call was reported, or when none was sent)."""
         if self._outcome is None:
-            raise RuntimeError("RerankCall.outcome() before the call finished")  # a bug in an adapter
+            raise RuntimeError("_RerankCall.outcome() before the call finished")  # a bug in an adapter
         return self._outcome
 
     def _drop(self, reasons: dict[int, str]) -> None:
@@ -385,8 +397,8 @@ class RerankCall:
 
 
 class RerankSettings(ClientSettings):
-    """The settings of a reranking adapter: the client's, plus what to return, and one
-    adapter call on them (:meth:`_rerank` / :meth:`_arerank`)."""
+    """The settings of a reranking adapter: the client's, plus what to return and what a
+    failure does (:func:`rerank` / :func:`arerank` read them)."""
 
     top_n: int | None = Field(
         default=3,
@@ -413,39 +425,64 @@ class RerankSettings(ClientSettings):
         "query) is raised either way.",
     )
 
-    def _rerank(
-        self, query: str | Content, documents: Sequence[AdapterInput], logger: logging.Logger
-    ) -> Reranked:
-        """Rerank ``documents`` on the sync client, as :attr:`on_error` says (warnings to ``logger``)."""
-        call = RerankCall(documents, self.on_error, logger)
-        if sent := call.to_send:
-            client = self._get_client()
-            try:
-                if call.lenient:
-                    ranking = client._rerank_usable(query, sent)
-                    call.scored(ranking.results, ranking.unusable)
-                else:
-                    call.scored(client.rerank(query, sent))
-            except Qwen3RerankError as error:
-                call.failed(error)
-        return call.outcome()
 
-    async def _arerank(
-        self, query: str | Content, documents: Sequence[AdapterInput], logger: logging.Logger
-    ) -> Reranked:
-        """:meth:`_rerank` on the async client."""
-        call = RerankCall(documents, self.on_error, logger)
-        if sent := call.to_send:
-            client = self._get_async_client()
-            try:
-                if call.lenient:
-                    ranking = await client._rerank_usable(query, sent)
-                    call.scored(ranking.results, ranking.unusable)
-                else:
-                    call.scored(await client.rerank(query, sent))
-            except Qwen3RerankError as error:
-                call.failed(error)
-        return call.outcome()
+def client_of(settings: ClientSettings) -> RerankClient:
+    """The sync client of ``settings``, created on first use and reused (a copy of the settings
+    gets its own)."""
+    return settings._clients.get_sync(settings)
+
+
+def async_client_of(settings: ClientSettings) -> AsyncRerankClient:
+    """The async client of ``settings``, created on first use and reused (on any event loop)."""
+    return settings._clients.get_async(settings)
+
+
+def warm_up(settings: ClientSettings) -> None:
+    """Learn the server (served model, family, limits) on the sync client, once; raises its
+    :class:`~qwen3_vllm_rerank.Qwen3RerankError` when the server cannot be reached or read."""
+    client_of(settings)._ensure_profile()
+
+
+async def awarm_up(settings: ClientSettings) -> None:
+    """:func:`warm_up` on the async client."""
+    await async_client_of(settings)._ensure_profile()
+
+
+def rerank(
+    settings: RerankSettings, query: str | Content, documents: Sequence[AdapterInput], logger: logging.Logger
+) -> Reranked:
+    """Rerank ``documents`` on the sync client of ``settings``, in one client call at most, as its
+    ``on_error`` says (warnings to ``logger``); ``[]`` sends nothing."""
+    call = _RerankCall(documents, settings.on_error, logger)
+    if sent := call.to_send:
+        client = client_of(settings)
+        try:
+            if call.lenient:
+                ranking = client.rerank_usable(query, sent)
+                call.scored(ranking.results, ranking.unusable)
+            else:
+                call.scored(client.rerank(query, sent))
+        except Qwen3RerankError as error:
+            call.failed(error)
+    return call.outcome()
+
+
+async def arerank(
+    settings: RerankSettings, query: str | Content, documents: Sequence[AdapterInput], logger: logging.Logger
+) -> Reranked:
+    """:func:`rerank` on the async client."""
+    call = _RerankCall(documents, settings.on_error, logger)
+    if sent := call.to_send:
+        client = async_client_of(settings)
+        try:
+            if call.lenient:
+                ranking = await client.rerank_usable(query, sent)
+                call.scored(ranking.results, ranking.unusable)
+            else:
+                call.scored(await client.rerank(query, sent))
+        except Qwen3RerankError as error:
+            call.failed(error)
+    return call.outcome()
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,7 +541,7 @@ def _marker(error: Qwen3RerankError) -> str:
     url = getattr(error, "url", None)
     if isinstance(url, str):
         text = text.replace(url, redact_url(url))
-    text = _URL_WITH_USERINFO.sub(lambda match: redact_url(match.group()), text)
+    text = redact_urls_in(text)
     return _shortened(f"{type(error).__name__}: {text}")
 
 

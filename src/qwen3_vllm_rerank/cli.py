@@ -21,10 +21,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Literal, TextIO
+from typing import IO, Literal, TextIO, TypeAlias
 
 from . import __version__
-from ._protocol import redact_url
+from ._redaction import redact_url
+from .batch._command import add_parser as add_batch_parser
 from .client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, DEFAULT_TIMEOUT
 from .errors import InvalidInput, Qwen3RerankError
 from .images import Content, Image, UrlFetcher
@@ -186,6 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
         gpu_memory=args.gpu_memory,
         log_file=log_file,
         allow_server_media=args.allow_server_media,
+        image_cache_pages=args.image_cache_pages,
     )
     follower = None if args.quiet else _LogFollower(log_file, sys.stderr)
     with _stop_on_signals() as stopping:
@@ -499,6 +501,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
 def _port(text: str) -> int:
     value = int(text)
     if not 0 <= value <= 65535:
@@ -506,7 +515,12 @@ def _port(text: str) -> int:
     return value
 
 
+#: What ``add_subparsers`` returns: each subcommand is added to it (argparse's own type).
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: the global options, then one ``_add_*_parser`` per subcommand."""
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and debug logs"
@@ -519,7 +533,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true", default=False, help="show tracebacks and debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    # In the order `--help` lists them; a new subcommand is one more _add_*_parser function, with
+    # its handler beside the others above, added here. `batch` lives in its own product (Ray).
+    _add_convert_parser(commands, debug)
+    _add_serve_parser(commands, debug)
+    _add_rerank_parser(commands, debug)
+    _add_make_fixture_parser(commands, debug)
+    add_batch_parser(commands, debug)
+    return parser
 
+
+def _add_convert_parser(commands: _Commands, debug: argparse.ArgumentParser) -> None:
+    """``convert SRC DST``: :func:`_convert`."""
     convert = commands.add_parser(
         "convert",
         parents=[debug],
@@ -554,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--no-token", default="no", help="the token that means not relevant (default: no)")
     convert.set_defaults(handler=_convert)
 
+
+def _add_serve_parser(commands: _Commands, debug: argparse.ArgumentParser) -> None:
+    """``serve MODEL [-- VLLM_ARGS ...]``: :func:`_serve` (:func:`main` splits off what follows ``--``)."""
     serve = commands.add_parser(
         "serve",
         parents=[debug],
@@ -606,8 +634,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="accept --allowed-media-domains / --allowed-local-media-path after --: vLLM then fetches the "
         "image URLs and reads the files a request names (off: the server fetches and reads nothing)",
     )
+    serve.add_argument(
+        "--image-cache-pages",
+        type=_non_negative_int,
+        metavar="N",
+        help="Qwen3-VL: how many full-size pages vLLM's encoder cache holds, so that a page scored again "
+        "skips the vision encoder (default: the plan's, fewer where memory is short; 0: vLLM's own sizing)",
+    )
     serve.set_defaults(handler=_serve, vllm_args=[])
 
+
+def _add_rerank_parser(commands: _Commands, debug: argparse.ArgumentParser) -> None:
+    """``rerank ... [DOC ...]``: :func:`_rerank`."""
     rerank = commands.add_parser(
         "rerank",
         parents=[debug],
@@ -697,6 +735,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rerank.set_defaults(handler=_rerank)
 
+
+def _add_make_fixture_parser(commands: _Commands, debug: argparse.ArgumentParser) -> None:
+    """``make-fixture DIR``: :func:`_make_fixture`."""
     fixture = commands.add_parser(
         "make-fixture",
         parents=[debug],
@@ -720,7 +761,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--vl", action="store_true", help="a tiny Qwen3-VL-Reranker (Qwen3VLForConditionalGeneration) instead"
     )
     fixture.set_defaults(handler=_make_fixture)
-    return parser
 
 
 def _split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -773,7 +813,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "rerank" and args.query is None and not args.query_images:
         parser.error("rerank: give the query: --query TEXT, --query-image PATH, or both")
     if passthrough:
-        if args.command == "serve":
+        if args.command in ("serve", "batch"):
             args.vllm_args = passthrough
         elif args.command == "rerank":
             args.documents = [*args.documents, *passthrough]

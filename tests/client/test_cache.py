@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from qwen3_vllm_rerank import AsyncRerankClient, CacheInfo, RerankClient
-from qwen3_vllm_rerank.client._cache import ScoreCache
+from qwen3_vllm_rerank.client._score_cache import ScoreCache
 from tests.support.fixtures import Served
 
 QUERY = "how do generators work?"

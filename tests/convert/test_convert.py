@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from qwen3_vllm_rerank.convert import convert_checkpoint, verify_conversion
-from qwen3_vllm_rerank.convert._plan import score_values
+from qwen3_vllm_rerank.convert._conversion_plan import score_values
 from qwen3_vllm_rerank.convert._reading import decode
 from qwen3_vllm_rerank.convert._verify import VERIFY_PAIRS
 from qwen3_vllm_rerank.convert._writing import Copier
@@ -331,7 +331,7 @@ def test_verification_catches_a_wrong_head(checkpoints: Checkpoints, tmp_path: P
     with pytest.raises(ConversionError, match=r"verification failed: .* has a score\.weight that is not"):
         verify_conversion(source, swapped)
     # The forward-pass check, on its own, catches it too: the logits are negated.
-    from qwen3_vllm_rerank.convert._plan import inspect
+    from qwen3_vllm_rerank.convert._conversion_plan import inspect
     from qwen3_vllm_rerank.convert._verify import verify_model
 
     checked = verify_conversion(source, swapped, yes_token="no", no_token="yes")

@@ -31,8 +31,8 @@ from PIL import Image as PILImage
 from qwen3_vllm_rerank.client import _inputs
 from qwen3_vllm_rerank.images import Image, PreparedImage
 from qwen3_vllm_rerank.images._calls import DECODE_WORKERS, Outcome, aprepare_each, prepare_each
+from qwen3_vllm_rerank.images._decode_budget import MAX_JPEG_SCANS, decode_cost, jpeg_scans
 from qwen3_vllm_rerank.images._failures import UnusableImage
-from qwen3_vllm_rerank.images._memory import MAX_JPEG_SCANS, decode_cost, jpeg_scans
 from qwen3_vllm_rerank.images._preparing import Settings, open_checked
 from qwen3_vllm_rerank.images._sandbox import (
     DECODE_SECONDS,

@@ -21,7 +21,7 @@ from functools import partial
 
 import pytest
 
-from qwen3_vllm_rerank.images._memory import DECODE_BUDGET_BYTES, DecodeBudget
+from qwen3_vllm_rerank.images._decode_budget import DECODE_BUDGET_BYTES, DecodeBudget
 
 # Writes a flat-colour PNG of any size without holding its pixels (a few hundred kB for
 # 64 megapixels): the shape of a decompression bomb.

@@ -25,7 +25,7 @@ from PIL import Image as PILImage
 from qwen3_vllm_rerank.client import _inputs
 from qwen3_vllm_rerank.images import Image
 from qwen3_vllm_rerank.images._calls import DECODE_WORKERS, prepare_each
-from qwen3_vllm_rerank.images._memory import ThreadDecodeBudget
+from qwen3_vllm_rerank.images._decode_budget import ThreadDecodeBudget
 from qwen3_vllm_rerank.images._preparing import PreparedImage, Settings, open_checked
 from qwen3_vllm_rerank.images._sandbox import _Process
 

@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 from qwen3_vllm_rerank.errors import InvalidInput
-from qwen3_vllm_rerank.images import Image, UrlFetcher, _local, aprepare_image, prepare_image
+from qwen3_vllm_rerank.images import Image, UrlFetcher, _files, aprepare_image, prepare_image
 from qwen3_vllm_rerank.images._addresses import NON_GLOBAL_V4, NON_GLOBAL_V6, is_public
 from qwen3_vllm_rerank.images._fetching import FETCH_FAILED
-from qwen3_vllm_rerank.images._local import FILE_UNREADABLE
+from qwen3_vllm_rerank.images._files import FILE_UNREADABLE
 from qwen3_vllm_rerank.images._network import RESOLVER
 from qwen3_vllm_rerank.images._sources import describe
 from tests.images.test_fetching import Site, _serve, body, redirect
@@ -176,7 +176,7 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_is_not_followed(
         return resolved
 
     monkeypatch.setattr(os.path, "realpath", racing)
-    monkeypatch.setattr(_local, "WALK", walk, raising=False)  # raising=False: runs on the old code too
+    monkeypatch.setattr(_files, "WALK", walk, raising=False)  # raising=False: runs on the old code too
     image = Image(str(target), retrieved=True) if spelling == "path" else Image(target.as_uri())
     assert _message(image, _confined(root)) == _unreadable(image)
     assert (root / "sub").is_symlink(), "the race was run"
@@ -184,10 +184,10 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_is_not_followed(
 
 def test_the_walk_follows_no_symlink_even_one_pointing_inside(root: Path) -> None:
     with pytest.raises(NotADirectoryError):  # O_NOFOLLOW | O_DIRECTORY on a symbolic link
-        _local._walk(str(root), ["link_in", "page.png"], 1 << 20)
-    with pytest.raises(_local.FileUnreadable, match="not a regular file"):  # lstat, before opening
-        _local._walk(str(root), ["escape.png"], 1 << 20)
-    assert _local._walk(str(root), ["sub", "page.png"], 1 << 20) == _png(PAGE)
+        _files._walk(str(root), ["link_in", "page.png"], 1 << 20)
+    with pytest.raises(_files.FileUnreadable, match="not a regular file"):  # lstat, before opening
+        _files._walk(str(root), ["escape.png"], 1 << 20)
+    assert _files._walk(str(root), ["sub", "page.png"], 1 << 20) == _png(PAGE)
 
 
 _PARTS = st.sampled_from(
@@ -267,10 +267,10 @@ def _outcome(image: Image, fetcher: UrlFetcher) -> str:
 )
 def test_unc_and_device_paths_are_never_opened_on_windows(path: str, windows: bool, refused: bool) -> None:
     if refused:
-        with pytest.raises(_local.FileUnreadable):
-            _local.checked_spelling(path, windows=windows)
+        with pytest.raises(_files.FileUnreadable):
+            _files.checked_spelling(path, windows=windows)
     else:
-        assert _local.checked_spelling(path, windows=windows) == path
+        assert _files.checked_spelling(path, windows=windows) == path
 
 
 # --- hole 5: credentials bound to origins -------------------------------------------------

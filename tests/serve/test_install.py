@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from qwen3_vllm_rerank import ServerStartError, VLLMServer
 from qwen3_vllm_rerank.serve._install import (
+    NEWEST_PARSER_CHECKED,
     NEWEST_TESTED,
     OLDEST_TESTED,
     VllmInstall,
@@ -87,6 +88,7 @@ def test_an_interpreter_without_vllm_is_refused_before_planning(tmp_path: Path) 
 
 def test_the_supported_range_is_the_tested_one() -> None:
     assert (OLDEST_TESTED, NEWEST_TESTED) == ((0, 27), (0, 32))
+    assert NEWEST_PARSER_CHECKED == (0, 33)  # only 0.33's parser ran here: its servers need CUDA
     for version in ("0.27.0", "0.28.2", "0.32.0", "0.32.9", "0.32.0rc1"):
         assert check_vllm_version(version) is None, version
     for version in ("0.33.0", "1.0.0"):
@@ -107,7 +109,16 @@ def _stub_interpreter(root: Path, prints: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "prints", ["[1]", '"0.32.0"', "null", "not json at all", '{"version": 32, "cpu": false}']
+    "prints",
+    [
+        "[1]",
+        '"0.32.0"',
+        "null",
+        "not json at all",
+        '{"version": 32, "cpu": false}',
+        '{"version": "0.33.0", "cpu": false, "gpu_total": null, "serve_cli": "yes"}',
+        '{"version": "0.33.0", "cpu": false, "gpu_total": null}',
+    ],
 )
 def test_a_malformed_probe_answer_names_the_interpreter_and_what_it_printed(
     tmp_path: Path, prints: str
@@ -144,6 +155,7 @@ _JSON = st.recursive(
     max_leaves=8,
 )
 _FIELD = _JSON | st.sampled_from(["0.32.0", "", True, False, 0, -1, 2**40])
+_FIELDS = ("version", "cpu", "gpu_total", "serve_cli")
 
 
 def _check(stdout: str) -> None:
@@ -161,6 +173,7 @@ def _check(stdout: str) -> None:
     assert isinstance(install.version, str)
     assert install.version
     assert isinstance(install.cpu, bool)
+    assert isinstance(install.serve_cli, bool)
     assert install.gpu_total_bytes is None or (
         isinstance(install.gpu_total_bytes, int) and install.gpu_total_bytes > 0
     )
@@ -183,8 +196,9 @@ def test_any_json_value_is_read_or_refused_with_a_server_start_error(value: Any)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.fixed_dictionaries({}, optional={"version": _FIELD, "cpu": _FIELD, "gpu_total": _FIELD}))
-@example({"version": "0.32.0", "cpu": True, "gpu_total": None})
-@example({"version": "0.32.0", "cpu": False, "gpu_total": True})
+@given(st.fixed_dictionaries({}, optional=dict.fromkeys(_FIELDS, _FIELD)))
+@example({"version": "0.32.0", "cpu": True, "gpu_total": None, "serve_cli": False})
+@example({"version": "0.33.0", "cpu": False, "gpu_total": None, "serve_cli": True})
+@example({"version": "0.32.0", "cpu": False, "gpu_total": True, "serve_cli": False})
 def test_any_probe_object_is_read_or_refused_with_a_server_start_error(info: dict[str, Any]) -> None:
     _check(json.dumps(info))

@@ -21,16 +21,9 @@ from qwen3_vllm_rerank.serve._plan import (
     plan_launch,
 )
 
-CONFIG = {
-    "architectures": ["Qwen3ForCausalLM"],
-    "num_hidden_layers": 28,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "hidden_size": 1024,
-    "max_position_embeddings": 40960,
-    "torch_dtype": "bfloat16",
-}
+from .published_configs import PUBLISHED_CONFIGS
+
+CONFIG = PUBLISHED_CONFIGS["0.6B"]
 THROUGHPUT_FLAGS = ("--enable-prefix-caching", "--no-enable-prefix-caching", "--block-size")
 
 
@@ -432,7 +425,10 @@ def test_vl_on_cpu_sizes_from_the_text_model(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     plan = plan_launch(VL_ORIGINAL, cpu=True, cpu_info=X86_NO_BF16)
     assert plan.dtype == "float32"  # the text config's bfloat16, emulated on this CPU
-    assert plan.env == {"VLLM_CPU_KVCACHE_SPACE": "7"}  # 28 layers x 8 heads x 128 x 2 x 4 bytes
+    assert plan.env == {
+        "VLLM_CPU_KVCACHE_SPACE": "7",
+        "QWEN3_VLLM_RERANK_ENCODER_CACHE_TOKENS": "57600",
+    }  # 28 layers x 8 heads x 128 x 2 x 4 bytes
     short = plan_launch(VL_ORIGINAL, cpu=False, extra_args=["--max-model-len", "2048"])
     assert json.loads(_value(short.args, "--limit-mm-per-prompt")) == {"image": 1, "video": 0}
 

@@ -38,16 +38,9 @@ from tests.support.fixtures import Checkpoints, Served, ServerPool
 from tests.support.processes import descendants, read_alive
 from tests.support.serving import TEST_API_KEY
 
-ORIGINAL = {
-    "architectures": ["Qwen3ForCausalLM"],
-    "num_hidden_layers": 28,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "hidden_size": 1024,
-    "max_position_embeddings": 40960,
-    "torch_dtype": "bfloat16",
-}
+from .published_configs import PUBLISHED_CONFIGS
+
+ORIGINAL = PUBLISHED_CONFIGS["0.6B"]
 CONVERTED = {**ORIGINAL, "architectures": ["Qwen3ForSequenceClassification"], "num_labels": 1}
 
 

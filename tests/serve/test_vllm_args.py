@@ -17,16 +17,9 @@ from qwen3_vllm_rerank.serve._server import url_host
 from qwen3_vllm_rerank.serve._vllm_args import REDACTED, UserFlags, redact_command
 from tests.support.fake_vllm import fake_vllm
 
-ORIGINAL = {
-    "architectures": ["Qwen3ForCausalLM"],
-    "num_hidden_layers": 28,
-    "num_attention_heads": 16,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "hidden_size": 1024,
-    "max_position_embeddings": 40960,
-    "torch_dtype": "bfloat16",
-}
+from .published_configs import PUBLISHED_CONFIGS
+
+ORIGINAL = PUBLISHED_CONFIGS["0.6B"]
 CONVERTED = {**ORIGINAL, "architectures": ["Qwen3ForSequenceClassification"], "num_labels": 1}
 SECRET = "s3cret-key-do-not-show"
 

@@ -19,30 +19,40 @@ from qwen3_vllm_rerank.serve._vllm_options import VLLM_OPTIONS
 
 pytestmark = pytest.mark.heavy  # imports vLLM in a subprocess (~25 s)
 
-#: Parses each argument list of stdin's JSON with vLLM's server parser; prints the option table and,
-#: per list, the namespace (or the error).
+#: Parses each argument list of stdin's JSON with vLLM's server parser; prints the option table (each
+#: option's strings as argparse matches them: vLLM 0.33 hides `--no-enable-x` from `option_strings` but
+#: keeps it registered, so registered strings follow the declared ones), every option string's
+#: destination and, per list, the namespace (or the error).
 PARSE = """
 import json, sys
 from vllm.utils.argparse_utils import FlexibleArgumentParser
-try:
-    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+try:  # 0.33 moved it to entrypoints/common; 0.32 had it in launchers, 0.27 in openai
+    from vllm.entrypoints.common.cli_args import make_arg_parser
 except ImportError:
-    from vllm.entrypoints.openai.cli_args import make_arg_parser
+    try:
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    except ImportError:
+        from vllm.entrypoints.openai.cli_args import make_arg_parser
 lists = json.load(sys.stdin)
 parser = make_arg_parser(FlexibleArgumentParser())
 zero = ("_StoreTrueAction", "_StoreFalseAction", "_StoreConstAction", "_HelpAction", "_CountAction")
+registered = {}
+for string, action in parser._option_string_actions.items():
+    registered.setdefault(id(action), []).append(string)
 table = []
 for action in parser._actions:
     if action.option_strings:
         nargs = "0" if type(action).__name__ in zero else {None: "1"}.get(action.nargs, str(action.nargs))
-        table.append([action.option_strings, nargs])
+        hidden = [s for s in registered[id(action)] if s not in action.option_strings]
+        table.append([action.option_strings + hidden, nargs])
+dests = {string: action.dest for string, action in parser._option_string_actions.items()}
 results = []
 for args in [[]] + lists:
     try:
         results.append({"ns": vars(make_arg_parser(FlexibleArgumentParser()).parse_args(args))})
     except BaseException as exc:
         results.append({"error": repr(exc)})
-print(json.dumps({"table": table, "results": results}, default=repr))
+print(json.dumps({"table": table, "dests": dests, "results": results}, default=repr))
 """
 
 #: Guarded flag -> (vLLM's destination, how vLLM converts the text, values to draw).
@@ -138,14 +148,48 @@ def _ours(flags: UserFlags, flag: str) -> Any:
     return values if convert is list else convert(values[0])
 
 
-def test_the_reader_agrees_with_vllms_parser(server_python: str, tmp_path: Path) -> None:
-    lists = _lists(tmp_path, 300)
+@pytest.fixture(scope="module")
+def parsed(server_python: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[list[str]], Any]:
+    """The generated lists and what the installed vLLM's parser made of them (one vLLM import)."""
+    lists = _lists(tmp_path_factory.mktemp("configs"), 300)
     run = subprocess.run(
         [server_python, "-c", PARSE], input=json.dumps(lists), capture_output=True, text=True, timeout=900
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    answer = json.loads(run.stdout.splitlines()[-1])
+    return lists, json.loads(run.stdout.splitlines()[-1])
+
+
+def test_the_option_table_is_the_installed_vllms(parsed: tuple[list[list[str]], Any]) -> None:
+    _, answer = parsed
     assert [(tuple(strings), nargs) for strings, nargs in answer["table"]] == list(VLLM_OPTIONS)
+
+
+#: What the launcher owns or reads (the plan's questions), by vLLM's destination.
+READ_DESTS = {dest for dest, _, _ in GUARDED.values()} | {"enable_prefix_caching", "hf_token", "config"}
+
+
+def test_a_vllm_with_more_options_reads_every_guarded_flag_as_the_table_does(
+    parsed: tuple[list[list[str]], Any],
+) -> None:
+    """What another vLLM version may add without changing how the launcher's flags are read: every
+    option of the table keeps its strings and arity, and no added string is a proper prefix of a table
+    string (the exact added one would win over the reader's abbreviation) or writes a destination the
+    launcher reads. Run against vLLM 0.33's parser, this fails naming ``--disable-prefix-caching``."""
+    _, answer = parsed
+    installed = {string: (tuple(strings), nargs) for strings, nargs in answer["table"] for string in strings}
+    ours = {string for strings, _ in VLLM_OPTIONS for string in strings}
+    for strings, nargs in VLLM_OPTIONS:
+        assert strings[0] in installed, strings
+        their_strings, their_nargs = installed[strings[0]]
+        assert set(strings) <= set(their_strings), strings
+        assert their_nargs == nargs, strings
+    added = sorted(set(installed) - ours)
+    assert [(new, old) for new in added for old in ours if old.startswith(new)] == []
+    assert [new for new in added if answer["dests"][new] in READ_DESTS] == []
+
+
+def test_the_reader_agrees_with_vllms_parser(parsed: tuple[list[list[str]], Any]) -> None:
+    lists, answer = parsed
     default, *results = answer["results"]
     agreed = refused = 0
     for args, result in zip(lists, results, strict=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from langchain_core.cross_encoders import BaseCrossEncoder
 
 from qwen3_vllm_rerank import InvalidInput
-from qwen3_vllm_rerank.adapters import ClientSettings
+from qwen3_vllm_rerank.adapters import ClientSettings, client_of
 
 __all__ = ["Qwen3VLLMCrossEncoder"]
 
@@ -47,7 +47,7 @@ class Qwen3VLLMCrossEncoder(ClientSettings, BaseCrossEncoder):
             positions.setdefault(pair[0], []).append(i)
         if not positions:
             return []
-        client = self._get_client()
+        client = client_of(self)
         scores = [0.0] * len(text_pairs)
         for query, indices in positions.items():
             got = client.score(query, [text_pairs[i][1] for i in indices])

@@ -10,7 +10,15 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
 
 from qwen3_vllm_rerank import Content, Image, InvalidInput
-from qwen3_vllm_rerank.adapters import AdapterInput, RerankSettings, ReturnedItem, Unusable, items_to_return
+from qwen3_vllm_rerank.adapters import (
+    AdapterInput,
+    RerankSettings,
+    ReturnedItem,
+    Unusable,
+    arerank,
+    items_to_return,
+    rerank,
+)
 
 __all__ = ["Qwen3VLLMReranker"]
 
@@ -69,7 +77,7 @@ class Qwen3VLLMReranker(RerankSettings, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> list[Document]:
         """Documents sorted by relevance to ``query``, filtered and cut; ``[]`` for ``[]``."""
-        outcome = self._rerank(query, _inputs(documents), logger)
+        outcome = rerank(self, query, _inputs(documents), logger)
         return [_returned(documents[item.index], item) for item in items_to_return(outcome, self)]
 
     async def acompress_documents(
@@ -79,7 +87,7 @@ class Qwen3VLLMReranker(RerankSettings, BaseDocumentCompressor):
         callbacks: Callbacks | None = None,
     ) -> list[Document]:
         """Async ``compress_documents`` on the async client (batches sent concurrently)."""
-        outcome = await self._arerank(query, _inputs(documents), logger)
+        outcome = await arerank(self, query, _inputs(documents), logger)
         return [_returned(documents[item.index], item) for item in items_to_return(outcome, self)]
 
 

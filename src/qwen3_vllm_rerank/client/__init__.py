@@ -6,12 +6,12 @@ batches to ``/v1/score`` with retries; scores come back mapped by index.
 """
 
 from ._budget import LongDocuments
-from ._cache import CacheInfo
 from ._clients import API_KEY_ENV, BASE_URL_ENV, DEFAULT_TIMEOUT, AsyncRerankClient, RerankClient
 from ._discovery import FamilyOption, Template
 from ._options import DEFAULT_BASE_URL
-from ._results import RerankResult
+from ._results import RerankResult, UsableRanking
 from ._retry import RetryPolicy
+from ._score_cache import CacheInfo
 
 __all__ = [
     "API_KEY_ENV",
@@ -26,4 +26,5 @@ __all__ = [
     "RerankResult",
     "RetryPolicy",
     "Template",
+    "UsableRanking",
 ]

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Generic, Self, TypeVar
 import httpx
 
 from .. import _protocol as proto
+from .._redaction import redact_url
 from ..errors import InvalidInput, RerankHTTPError
 from ..images import ImageCacheInfo, PreparedImageCache, UrlFetcher
 from ..prompt import PROMPT_FAMILIES
 from ._budget import LONG_DOCUMENT_POLICIES, LongDocuments
-from ._cache import CacheInfo, ScoreCache
 from ._discovery import Discovery, FamilyOption, ServerProfile, Template
 from ._flow import Flow
 from ._inputs import Input, Prepared, ScoreRequest, aprepare, positive_int, prepare, score_request
@@ -42,6 +42,7 @@ from ._options import (
 )
 from ._results import RerankResult, UsableRanking
 from ._retry import Attempts, Endpoints, RetryPolicy
+from ._score_cache import CacheInfo, ScoreCache
 from ._scoring import Scored, Scoring, ScoringOptions, image_limit_of, max_tokens, refuse_images, score_flow
 from ._tokens import TokenizerOption
 from ._transport import (
@@ -132,7 +133,7 @@ class _BaseClient(Generic[H]):
         self._image_cache = image_cache_of(image_cache)
         self.base_urls = _base_urls(base_url)
         self._api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
-        with_userinfo = [proto.redact_url(u) for u in self.base_urls if _has_userinfo(u)]
+        with_userinfo = [redact_url(u) for u in self.base_urls if _has_userinfo(u)]
         if with_userinfo and self._api_key:
             raise InvalidInput(
                 f"base_url {with_userinfo[0]} carries user:password@ and an api_key is set too: httpx "
@@ -144,9 +145,11 @@ class _BaseClient(Generic[H]):
         self.retry = retry
         self._endpoints = Endpoints(self.base_urls, retry.cooldown)
         self._cache: ScoreCache[Scored] | None = ScoreCache(cache_size) if cache_size > 0 else None
-        self._options = ScoringOptions(self.batch_size, self.max_length, long_documents)
+        self._options = ScoringOptions(
+            self.batch_size, self.max_length, long_documents, tuple(self._endpoints.urls)
+        )
         self._discovery = Discovery(
-            proto.redact_url(self.base_urls[0]),
+            redact_url(self.base_urls[0]),
             model,
             model_family,
             template,
@@ -167,7 +170,7 @@ class _BaseClient(Generic[H]):
         """Set up what the subclass needs to send (its locks and connection pools)."""
 
     def __repr__(self) -> str:
-        urls = [proto.redact_url(u) for u in self.base_urls]
+        urls = [redact_url(u) for u in self.base_urls]
         return f"{type(self).__name__}(base_url={urls!r}, model={self.model!r})"
 
     @property
@@ -202,8 +205,9 @@ class _BaseClient(Generic[H]):
 
     # -- the pieces both clients assemble -------------------------------------------------
 
-    def _attempts(self) -> Attempts:
-        return Attempts(self.retry, self._endpoints)
+    def _attempts(self, call: proto.Call) -> Attempts:
+        """The tries of ``call``, routed by its route key (image pages to their replica)."""
+        return Attempts(self.retry, self._endpoints, route=call.route)
 
     def _request(self, http: H, url: str, call: proto.Call) -> httpx.Request:
         return build_request(http, url, call, self._api_key)
@@ -276,7 +280,7 @@ class RerankClient(_BaseClient[httpx.Client]):
 
     def _send(self, call: proto.Call) -> httpx.Response:
         http = self._client()
-        attempts = self._attempts()
+        attempts = self._attempts(call)
         while True:
             url, delay = attempts.next()
             if delay:
@@ -346,9 +350,16 @@ class RerankClient(_BaseClient[httpx.Client]):
         request = score_request(query, documents, instruction, top_n)
         return self._ranked(request, self._score_request(request, strict=True).scored)
 
-    def _rerank_usable(self, query: Input, documents: Sequence[Input]) -> UsableRanking:
-        """:meth:`rerank` that scores the usable documents and names the others instead of
-        raising :class:`~qwen3_vllm_rerank.UnusableDocuments` (the adapters' passthrough)."""
+    def rerank_usable(self, query: Input, documents: Sequence[Input]) -> UsableRanking:
+        """Score the documents that can be scored and say why each other one cannot.
+
+        :meth:`rerank` raises one :class:`~qwen3_vllm_rerank.UnusableDocuments` when any document's
+        content cannot be used (an unreadable image, too long with ``long_documents="error"``, more
+        images than the server takes); this scores the others in the same one call and returns
+        ``UsableRanking(results, unusable)``, ``unusable`` mapping each such document's index to its
+        reason (safe to show). What the adapters' ``on_error="passthrough"`` and
+        :func:`~qwen3_vllm_rerank.batch.rerank_dataset` use. The query being unusable still raises.
+        """
         request = score_request(query, documents, None)
         scoring = self._score_request(request, strict=False)
         return UsableRanking(self._ranked(request, scoring.scored), scoring.unusable)
@@ -399,7 +410,7 @@ class AsyncRerankClient(_BaseClient[httpx.AsyncClient]):
 
     async def _send(self, call: proto.Call, limit: asyncio.Semaphore) -> httpx.Response:
         http = self._client()
-        attempts = self._attempts()
+        attempts = self._attempts(call)
         while True:
             url, delay = attempts.next()
             if delay:
@@ -481,8 +492,8 @@ class AsyncRerankClient(_BaseClient[httpx.AsyncClient]):
         request = score_request(query, documents, instruction, top_n)
         return self._ranked(request, (await self._score_request(request, strict=True)).scored)
 
-    async def _rerank_usable(self, query: Input, documents: Sequence[Input]) -> UsableRanking:
-        """:meth:`RerankClient._rerank_usable` on this client."""
+    async def rerank_usable(self, query: Input, documents: Sequence[Input]) -> UsableRanking:
+        """:meth:`RerankClient.rerank_usable` on this client."""
         request = score_request(query, documents, None)
         scoring = await self._score_request(request, strict=False)
         return UsableRanking(self._ranked(request, scoring.scored), scoring.unusable)

@@ -79,6 +79,18 @@ class Item:
     def urls(self) -> list[str]:
         return [i.url for i in self.images]
 
+    @property
+    def uuids(self) -> list[str]:
+        """vLLM's per-image ``uuid`` for each image: the SHA-256 of the PNG bytes sent, so that
+        the id names exactly those pixels (computed here, never taken from the input)."""
+        return [i.sha256 for i in self.images]
+
+    @property
+    def route_key(self) -> str | None:
+        """Which replica's caches it belongs to (``_routing.py``): its images' SHA-256s, or
+        ``None`` for text, which any replica serves as cheaply."""
+        return ",".join(self.uuids) if self.images else None
+
 
 @dataclass(frozen=True, slots=True)
 class _Parts:

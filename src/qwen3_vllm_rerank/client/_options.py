@@ -71,7 +71,10 @@ class ClientOptions:
     base_url: str | Sequence[str] | None = option(
         None,
         f"The vLLM server, e.g. {DEFAULT_BASE_URL}, or several replicas (a list, or one comma-separated "
-        "string) that requests are spread over and retried on; "
+        "string) that requests are spread over and retried on: text documents round-robin, image "
+        "documents each to one replica chosen by its pages' hash (rendezvous hashing), so that a page "
+        "that comes back finds its encoder output cached there, and to the next replica while that "
+        "one is cooling down; "
         f"${BASE_URL_ENV} when not given, else {DEFAULT_BASE_URL}. No user:password@ together "
         "with api_key (httpx would send Basic auth instead of the key): use one of them.",
     )

@@ -17,17 +17,23 @@ reach the model" is decided in one place, ``_transport.translate_transport_error
 How long to wait: exponential backoff with full jitter, or, when the server's 429/503 answer
 carries ``Retry-After: <seconds>`` (at most :data:`MAX_RETRY_AFTER`), those seconds, as
 openai-python does; a wait that would pass the policy's deadline is not waited: the call fails.
+
+Where to send: a request with a route key (a batch of image documents, ``_routing.py``) goes to
+the first replica of the key's rendezvous order that is not cooling down and has not failed this
+request yet, so each page reaches the replica whose caches hold it while that replica is up; a
+request without one (text) goes round-robin, as the replicas come.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from .._protocol import redact_url
+from .._redaction import redact_url
 from ..errors import InvalidInput, Qwen3RerankError, RerankConnectionError, RerankHTTPError
+from ._routing import rendezvous_order
 
 __all__ = ["RETRYABLE_STATUS", "Attempts", "Endpoints", "RetryPolicy"]
 
@@ -73,7 +79,8 @@ def retryable(error: Qwen3RerankError) -> bool:
 
 
 class Endpoints:
-    """Round-robin over base URLs; one that failed sits out a cool-down."""
+    """Round-robin over base URLs, or their rendezvous order for a routed request; one that
+    failed sits out a cool-down."""
 
     def __init__(self, urls: Sequence[str], cooldown: float, clock: Clock = time.monotonic) -> None:
         if not urls:
@@ -84,9 +91,19 @@ class Endpoints:
         self._next = 0
         self._down_until = dict.fromkeys(self.urls, 0.0)
 
-    def pick(self) -> str:
-        """The next endpoint not cooling down; if all are, the one that recovers first."""
+    def pick(self, route: str | None = None, tried: Collection[str] = ()) -> str:
+        """Where to send next: for a ``route`` key, the first endpoint of its rendezvous order
+        that is not cooling down and not in ``tried`` (the endpoints that failed this request),
+        else the first not cooling down; without one, the next endpoint not cooling down. If all
+        are cooling down, the one that recovers first."""
         now = self._clock()
+        if route is not None:
+            order = rendezvous_order(route, self.urls)
+            up = [url for url in order if self._down_until[url] <= now]
+            fresh = [url for url in up if url not in tried]
+            if fresh or up:
+                return (fresh or up)[0]
+            return min(order, key=self._down_until.__getitem__)
         for step in range(len(self.urls)):
             url = self.urls[(self._next + step) % len(self.urls)]
             if self._down_until[url] <= now:
@@ -110,9 +127,12 @@ class Attempts:
         endpoints: Endpoints,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
+        route: str | None = None,
     ) -> None:
+        """``route``: the request's route key (``None``: round-robin), see :meth:`Endpoints.pick`."""
         self._policy = policy
         self._endpoints = endpoints
+        self._route = route
         self._clock = clock
         self._rng = rng or random.Random()
         self._started = clock()
@@ -130,7 +150,8 @@ class Attempts:
                 cap = min(self._policy.max_backoff, self._policy.backoff * 2 ** (self._tries - 1))
                 delay = self._rng.uniform(0, cap)
         self._tries += 1
-        return self._endpoints.pick(), delay
+        tried = {url for url, _ in self._errors}
+        return self._endpoints.pick(self._route, tried), delay
 
     def _retry_after(self) -> float | None:
         """The wait the last answer asked for (``Retry-After`` on a 429/503), if it is honoured."""

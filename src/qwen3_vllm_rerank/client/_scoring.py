@@ -22,10 +22,11 @@ from .. import _protocol as proto
 from ..errors import InvalidInput, RerankHTTPError
 from ..prompt import PROMPT_FAMILIES, raw_param
 from ._budget import LongDocuments, PreparedDocument, Unfit, fit_documents
-from ._cache import ScoreCache
 from ._discovery import ServerProfile
 from ._flow import Flow
 from ._inputs import Item, Prepared, ScoreRequest
+from ._routing import route_groups
+from ._score_cache import ScoreCache
 
 __all__ = [
     "Scored",
@@ -77,6 +78,8 @@ class ScoringOptions:
     batch_size: int
     max_length: int | None
     long_documents: LongDocuments
+    #: The replicas image documents are routed over (``_routing.py``); fewer than two: no routing.
+    replicas: tuple[str, ...] = ()
 
 
 def max_tokens(profile: ServerProfile | None, max_length: int | None) -> int | None:
@@ -203,33 +206,43 @@ def _score_fitted(
     *,
     probe_first: bool,
 ) -> Flow[list[Scored]]:
+    """Scores of the fitted documents, in their order. Their pieces are grouped by replica
+    (:func:`route_groups`: image documents by their pages' hash, text round-robin), each group
+    batched on its own, and every score put back at its piece's position; each image part
+    carries its ``uuid`` (:func:`~qwen3_vllm_rerank._protocol.with_image_uuids`)."""
     family = PROMPT_FAMILIES[profile.family]
     prepared = [fit for _, fit in documents]
     pieces = [(doc, piece) for doc, fit in documents for piece in fit.pieces]
     if profile.server_templates:
-        batches = proto.plan_batches(
-            raw_param(query.text, query.urls),
-            [raw_param(piece, doc.urls) for doc, piece in pieces],
-            options.batch_size,
-            raw=True,
-            instruction=instruction,
-        )
+        query_param = raw_param(query.text, query.urls)
+        params = [raw_param(piece, doc.urls) for doc, piece in pieces]
     else:
-        batches = proto.plan_batches(
-            family.query_param(query.text, query.urls, instruction),
-            [family.document_param(piece, doc.urls) for doc, piece in pieces],
+        query_param = family.query_param(query.text, query.urls, instruction)
+        params = [family.document_param(piece, doc.urls) for doc, piece in pieces]
+    query_param = proto.with_image_uuids(query_param, query.uuids)
+    params = [proto.with_image_uuids(p, doc.uuids) for (doc, _), p in zip(pieces, params, strict=True)]
+    planned: list[tuple[tuple[int, ...], proto.ScoreBatch]] = []
+    for group in route_groups([doc.route_key for doc, _ in pieces], options.replicas):
+        for batch in proto.plan_batches(
+            query_param,
+            [params[k] for k in group.members],
             options.batch_size,
-        )
-    calls = [proto.score_call(profile.model, batch) for batch in batches]
+            raw=profile.server_templates,
+            instruction=instruction if profile.server_templates else None,
+            route=group.route,
+        ):
+            planned.append((group.members[batch.start : batch.start + len(batch.documents)], batch))
+    calls = [proto.score_call(profile.model, batch) for _, batch in planned]
     if probe_first and len(calls) > 1:
         responses = (yield calls[:1]) + (yield calls[1:])
     else:
         responses = yield calls
-    flat: list[float] = []
-    for batch, response in zip(batches, responses, strict=True):
-        flat.extend(proto.parse_scores(response, len(batch.documents)))
-    logger.debug("scored %d pieces of %d documents in %d requests", len(flat), len(documents), len(batches))
-    return _best_windows(prepared, flat)
+    flat: dict[int, float] = {}
+    for (positions, batch), response in zip(planned, responses, strict=True):
+        flat.update(zip(positions, proto.parse_scores(response, len(batch.documents)), strict=True))
+    logger.debug("scored %d pieces of %d documents in %d requests", len(flat), len(documents), len(planned))
+    # Indexed, not filtered: a missing score is a KeyError, never a shifted list.
+    return _best_windows(prepared, [flat[k] for k in range(len(pieces))])
 
 
 def _best_windows(prepared: list[PreparedDocument], flat: list[float]) -> list[Scored]:

@@ -28,6 +28,7 @@ import httpcore
 import httpx
 
 from .. import _protocol as proto
+from .._redaction import redact_url
 from .._streams import AsyncBoundedStream, Bound, BoundedStream, Phase
 from ..errors import (
     InvalidInput,
@@ -272,7 +273,7 @@ def build_request(
     except httpx.InvalidURL:
         # httpx's message quotes the part it could not parse, which may be a password.
         raise InvalidInput(
-            f"base_url {proto.redact_url(url)} is not a valid URL; write it as http://host:port"
+            f"base_url {redact_url(url)} is not a valid URL; write it as http://host:port"
         ) from None
     headers: dict[str, str] = {}
     if target.userinfo:
@@ -307,9 +308,9 @@ def translate_transport_error(exc: httpx.RequestError, request: httpx.Request) -
     unreachable. ``PoolTimeout`` is local (too many requests for the pool). A read or write
     timeout, or the attempt's deadline, means the server had the request:
     :class:`RerankTimeoutError`, not retried. The URL shown is redacted
-    (:func:`~qwen3_vllm_rerank._protocol.redact_url`).
+    (:func:`~qwen3_vllm_rerank._redaction.redact_url`).
     """
-    url = proto.redact_url(str(request.url))
+    url = redact_url(str(request.url))
     timeouts = request.extensions.get("timeout", {})
     attempt = _attempt(request)
     status = attempt.status

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import ConversionError
-from ._plan import inspect, plan, resolve_source
+from ._conversion_plan import inspect, plan, resolve_source
 from ._verify import VERIFY_PAIRS, VerificationResult, verify_files, verify_model
 from ._writing import write
 

@@ -16,7 +16,7 @@ from .._checkpoints import PROBE_DOCUMENTS, PROBE_QUERY
 from ..errors import ConversionError
 from ..prompt import format_prompt
 from . import _sentence_transformers as st
-from ._plan import ORIGINAL_KEYS, SCORE, Source, is_copied, score
+from ._conversion_plan import ORIGINAL_KEYS, SCORE, Source, is_copied, score
 from ._reading import INDEX, decode, open_inside, read_bytes, read_json, read_shards
 from ._writing import BUFFER
 

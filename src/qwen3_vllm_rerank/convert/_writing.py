@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ConversionError
 from . import _sentence_transformers as st
-from ._plan import LM_HEAD, SCORE, Plan, is_copied
+from ._conversion_plan import LM_HEAD, SCORE, Plan, is_copied
 from ._reading import DTYPE_SIZES, INDEX, Shard, Tensor, open_inside
 
 logger = logging.getLogger("qwen3_vllm_rerank.convert")

@@ -6,8 +6,8 @@ and :class:`PreparedImageCache`, which keeps prepared images for pages that come
 Decoding needs Pillow: ``pip install "qwen3-vllm-rerank[images]"``; the input types do not.
 """
 
-from ._cache import IMAGE_CACHE_BYTES, ImageCacheInfo, PreparedImageCache, shared_image_cache
 from ._fetching import UrlFetcher
+from ._image_cache import IMAGE_CACHE_BYTES, ImageCacheInfo, PreparedImageCache, shared_image_cache
 from ._prepared import PreparedImage
 from ._preparing import aprepare_image, prepare_image
 from ._sources import Content, Image, ImageSource

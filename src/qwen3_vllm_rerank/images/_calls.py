@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from functools import partial
 
-from ._cache import PreparedImageCache
+from ._decode_budget import DECODE_WORKERS, DecodeBudget, ThreadDecodeBudget
 from ._failures import UnusableImage
 from ._fetching import UrlFetcher
-from ._memory import DECODE_WORKERS, DecodeBudget, ThreadDecodeBudget
+from ._image_cache import PreparedImageCache
 from ._preparing import PreparedImage, Settings, aprepare_in_call, decoding, load, start
 from ._sources import Image
 

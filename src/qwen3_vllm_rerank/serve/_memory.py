@@ -199,6 +199,7 @@ def size_gpu_memory(
     gpu_memory: float | None,
     device_bytes: int | None,
     weights_bytes: int | None,
+    encoder_cache_bytes: int = 0,
 ) -> GpuMemory:
     """Size the server's GPU memory (per GPU: tensor and pipeline parallelism split the weights, and
     ``kv_per_token`` is already the share of one worker).
@@ -214,6 +215,8 @@ def size_gpu_memory(
         gpu_memory: the cap on the total, in GiB per GPU (None: no cap).
         device_bytes: the GPU's total memory (None: unknown).
         weights_bytes: the checkpoint's weights as stored (None: estimated from ``config``).
+        encoder_cache_bytes: the vision-encoder outputs vLLM keeps between requests (a Qwen3-VL
+            reranker's encoder cache, :func:`~._plan.plan_launch`); counted in the total.
 
     KV = :data:`SEQUENCES_IN_FLIGHT` full-length sequences. The cap is ``gpu_memory`` and, on a known
     device, 92% of it (vLLM's own default share); a cap that cannot hold that KV shrinks the KV cache,
@@ -242,26 +245,27 @@ def size_gpu_memory(
     else:
         kv = math.ceil(SEQUENCES_IN_FLIGHT * sequence * kv_per_token / _MIB) * _MIB
         source = f"{SEQUENCES_IN_FLIGHT} sequences of {sequence} tokens"
-        if cap is not None and cap - weights - activations < kv:
-            kv = max((cap - weights - activations) // _MIB * _MIB, 0)
+        if cap is not None and cap - weights - activations - encoder_cache_bytes < kv:
+            kv = max((cap - weights - activations - encoder_cache_bytes) // _MIB * _MIB, 0)
             source = f"what {budget} leaves"
     fits = kv // kv_per_token
     if fits < sequence:
         if fixed_len or fits < 32:
             raise ServerStartError(
                 f"{budget or 'the KV cache'} cannot hold one {sequence}-token sequence: weights "
-                f"{_gib(weights)} + activations {_gib(activations)} + KV {_gib(sequence * kv_per_token)} "
-                "for one sequence. Raise gpu_memory (serve: --gpu-memory), pass a shorter --max-model-len, "
-                "or serve on a larger GPU (or with --tensor-parallel-size)."
+                f"{_gib(weights)} + activations {_gib(activations)}{_encoder(encoder_cache_bytes)} + KV "
+                f"{_gib(sequence * kv_per_token)} for one sequence. Raise gpu_memory (serve: "
+                "--gpu-memory), pass a shorter --max-model-len, or serve on a larger GPU (or with "
+                "--tensor-parallel-size)."
             )
         length = fits // 32 * 32
         notes.append(f"max_model_len shortened to {length} to fit the KV cache")
-    total = weights + activations + kv
+    total = weights + activations + encoder_cache_bytes + kv
     if cap is not None and total > cap:
         raise ServerStartError(
             f"{budget} is less than this server holds: weights {_gib(weights)} + activations "
-            f"{_gib(activations)} + your KV cache {_gib(kv)}. Raise gpu_memory or lower "
-            "--kv-cache-memory-bytes."
+            f"{_gib(activations)}{_encoder(encoder_cache_bytes)} + your KV cache {_gib(kv)}. Raise "
+            "gpu_memory or lower --kv-cache-memory-bytes."
         )
     # In MiB (vLLM reads "3584M" as 3584 * 2**20, 0.27 and 0.32 alike): readable in logs and manifests.
     args = [] if user_kv is not None else ["--kv-cache-memory-bytes", f"{kv // _MIB}M"]
@@ -271,10 +275,14 @@ def size_gpu_memory(
     per_gpu = " per GPU" if tp * pp > 1 else ""
     notes.insert(
         0,
-        f"GPU memory {_gib(total)}{per_gpu} = weights {_gib(weights)} + activations {_gib(activations)} "
-        f"+ KV cache {_gib(kv)} ({source})",
+        f"GPU memory {_gib(total)}{per_gpu} = weights {_gib(weights)} + activations {_gib(activations)}"
+        f"{_encoder(encoder_cache_bytes)} + KV cache {_gib(kv)} ({source})",
     )
     return GpuMemory(args, length, weights, activations, kv, total, utilization, notes)
+
+
+def _encoder(encoder_cache_bytes: int) -> str:
+    return f" + encoder cache {_gib(encoder_cache_bytes)}" if encoder_cache_bytes else ""
 
 
 def _utilization(total: int, device_bytes: int | None, user: str | None) -> float:

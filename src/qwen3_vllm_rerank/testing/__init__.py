@@ -15,7 +15,7 @@ from ._fixture_vl import (
     VLFixtureShape,
     make_vl_fixture_checkpoint,
 )
-from ._local import local_reranker
+from ._local_reranker import local_reranker
 from ._tokenizer import write_qwen3_tokenizer
 
 __all__ = [

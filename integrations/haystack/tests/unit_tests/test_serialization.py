@@ -15,6 +15,7 @@ from haystack.utils import Secret
 
 from haystack_integrations.components.rankers.qwen3_vllm_rerank import Qwen3VLLMRanker
 from qwen3_vllm_rerank import API_KEY_ENV, InvalidInput, Qwen3RerankError, RetryPolicy, UrlFetcher
+from qwen3_vllm_rerank.adapters import client_of
 from tests.support.recording import closed_port_url
 
 CDN_TOKEN = "Bearer cdn-token-4f1e"  # noqa: S105 - a test secret, looked for in the output
@@ -136,7 +137,7 @@ def test_without_vllm_api_key_the_core_clients_variable_still_applies(
     monkeypatch.setenv(API_KEY_ENV, API_KEY)
     ranker = _ranker(base_url="http://vllm.internal:8000")
     assert ranker.settings.api_key is None, "nothing resolved from the Haystack Secret"
-    client = ranker.settings._get_client()
+    client = client_of(ranker.settings)
     assert client._api_key == API_KEY, "the core client reads its own variable"
     ranker.close()
     for secret in SECRETS:

@@ -32,6 +32,7 @@ from qwen3_vllm_rerank import (
     RetryPolicy,
     UnusableDocuments,
 )
+from qwen3_vllm_rerank.adapters import async_client_of, client_of
 from tests.support.corpus import pydoc_paragraphs
 from tests.support.fixtures import Served
 from tests.support.recording import RequestLog, closed_port_url
@@ -260,8 +261,8 @@ async def test_clients_are_created_once_and_reused(served: Served) -> None:
             for _ in range(3):
                 reranker.compress_documents(documents, QUERY)
                 await reranker.acompress_documents(documents, QUERY)
-            assert reranker._get_client() is reranker._get_client()
-            assert reranker._get_async_client() is reranker._get_async_client()
+            assert client_of(reranker) is client_of(reranker)
+            assert async_client_of(reranker) is async_client_of(reranker)
             reranker.close()
             await reranker.aclose()
             assert not http.is_closed, "injected clients belong to the caller"
@@ -286,8 +287,8 @@ async def test_copies_after_use_build_their_own_clients(served: Served, core: Re
             assert_reranked(
                 await copied.acompress_documents(documents, QUERY), documents, expected, top_n=None
             )
-            assert copied._get_client() is not reranker._get_client()
-            assert copied._get_async_client() is not reranker._get_async_client()
+            assert client_of(copied) is not client_of(reranker)
+            assert async_client_of(copied) is not async_client_of(reranker)
             await copied.aclose()
         await reranker.aclose()
 

@@ -28,6 +28,7 @@ from llama_index_instrumentation.span_handlers import SimpleSpanHandler
 import llama_index.postprocessor.qwen3_vllm_rerank as package
 from llama_index.postprocessor.qwen3_vllm_rerank import Qwen3VLLMReranker
 from qwen3_vllm_rerank import API_KEY_ENV, InvalidInput, RerankClient, RerankConnectionError, RetryPolicy
+from qwen3_vllm_rerank.adapters import async_client_of, client_of
 from tests.support.corpus import pydoc_paragraphs
 from tests.support.fixtures import Served
 from tests.support.recording import RequestLog, closed_port_url
@@ -290,8 +291,8 @@ async def test_clients_are_created_once_and_reused(served: Served) -> None:
             for _ in range(3):
                 reranker.postprocess_nodes(_inputs(), query_str=QUERY)
                 await reranker.apostprocess_nodes(_inputs(), query_str=QUERY)
-            assert reranker._get_client() is reranker._get_client()
-            assert reranker._get_async_client() is reranker._get_async_client()
+            assert client_of(reranker) is client_of(reranker)
+            assert async_client_of(reranker) is async_client_of(reranker)
             reranker.close()
             await reranker.aclose()
             assert not http.is_closed
@@ -315,8 +316,8 @@ async def test_copies_after_use_build_their_own_clients(served: Served, core: Re
             assert_reranked(copied.postprocess_nodes(inputs, query_str=QUERY), inputs, expected, top_n=None)
             returned = await copied.apostprocess_nodes(inputs, query_str=QUERY)
             assert_reranked(returned, inputs, expected, top_n=None)
-            assert copied._get_client() is not reranker._get_client()
-            assert copied._get_async_client() is not reranker._get_async_client()
+            assert client_of(copied) is not client_of(reranker)
+            assert async_client_of(copied) is not async_client_of(reranker)
             await copied.aclose()
         await reranker.aclose()
 

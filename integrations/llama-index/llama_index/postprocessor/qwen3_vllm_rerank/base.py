@@ -40,7 +40,9 @@ from qwen3_vllm_rerank.adapters import (
     RerankSettings,
     ReturnedItem,
     Unusable,
+    arerank,
     items_to_return,
+    rerank,
 )
 
 __all__ = ["Qwen3VLLMReranker"]
@@ -119,7 +121,7 @@ class Qwen3VLLMReranker(RerankSettings, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         query, inputs = _query_of(query_bundle), self._inputs(nodes)
         with self._reranking_event(nodes, query_bundle) as event:
-            outcome = self._rerank(query, inputs, logger)
+            outcome = rerank(self, query, inputs, logger)
             return self._returned(nodes, outcome, event)
 
     @dispatcher.span
@@ -130,7 +132,7 @@ class Qwen3VLLMReranker(RerankSettings, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         query, inputs = _query_of(query_bundle), self._inputs(nodes)
         with self._reranking_event(nodes, query_bundle) as event:
-            outcome = await self._arerank(query, inputs, logger)
+            outcome = await arerank(self, query, inputs, logger)
             return self._returned(nodes, outcome, event)
 
     # -- events ------------------------------------------------------------------------

@@ -29,15 +29,21 @@ from pydantic import SecretStr, TypeAdapter
 from qwen3_vllm_rerank import Content, Image, InvalidInput, Qwen3RerankError, RetryPolicy
 from qwen3_vllm_rerank.adapters import (
     AdapterInput,
+    ClientOptions,
     OnError,
     Reranked,
     RerankSettings,
     ReturnedItem,
     Unusable,
+    arerank,
+    awarm_up,
     items_to_return,
+    option_names,
+    options_doc,
+    rerank,
+    warm_up,
 )
 from qwen3_vllm_rerank.client import FamilyOption, LongDocuments, Template
-from qwen3_vllm_rerank.client._options import ClientOptions, option_names, options_doc
 from qwen3_vllm_rerank.images import UrlFetcher
 
 __all__ = ["Qwen3VLLMRanker"]
@@ -196,14 +202,14 @@ class Qwen3VLLMRanker:
     def warm_up(self) -> None:
         """Learn the server (served model, family, limits) on the sync client, once."""
         try:
-            self._settings._get_client()._ensure_profile()
+            warm_up(self._settings)
         except Qwen3RerankError as error:
             self._warm_up_failed(error)
 
     async def warm_up_async(self) -> None:
         """:meth:`warm_up` on the async client."""
         try:
-            await self._settings._get_async_client()._ensure_profile()
+            await awarm_up(self._settings)
         except Qwen3RerankError as error:
             self._warm_up_failed(error)
 
@@ -277,7 +283,7 @@ class Qwen3VLLMRanker:
         limits = self._limits(top_k, score_threshold)
         if not documents:
             return self._output([])
-        outcome = self._settings._rerank(_checked_query(query), self._inputs(documents), logger)
+        outcome = rerank(self._settings, _checked_query(query), self._inputs(documents), logger)
         return self._output(self._returned(documents, outcome, limits))
 
     @component.output_types(documents=list[Document], meta=dict[str, Any])
@@ -292,7 +298,7 @@ class Qwen3VLLMRanker:
         limits = self._limits(top_k, score_threshold)
         if not documents:
             return self._output([])
-        outcome = await self._settings._arerank(_checked_query(query), self._inputs(documents), logger)
+        outcome = await arerank(self._settings, _checked_query(query), self._inputs(documents), logger)
         return self._output(self._returned(documents, outcome, limits))
 
     def _limits(self, top_k: int | None, score_threshold: float | None) -> RerankSettings:
