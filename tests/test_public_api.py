@@ -81,7 +81,7 @@ PRODUCTS = {
         "LaunchPlan",
         "VLLMServer",
         "plan_launch",
-        "read_config",
+        "read_checkpoint_config",
         "read_cpu_info",
     },
     "qwen3_vllm_rerank.convert": {"VerificationResult", "convert_checkpoint", "verify_conversion"},

@@ -26,7 +26,7 @@ from typing import Any
 
 from .._checkpoints import Family
 from ..errors import InvalidInput
-from ..serve import LaunchPlan, plan_launch, read_config, read_cpu_info
+from ..serve import LaunchPlan, plan_launch, read_checkpoint_config, read_cpu_info
 from ..serve._install import probe_install
 from ..serve._secrets import lift_secrets
 from ..serve._server import checkpoint_weight_bytes
@@ -98,7 +98,7 @@ def plan_engine(
     engine_kwargs: Mapping[str, Any] | None = None,
 ) -> EngineSetup:
     """Plan the stage's engine for ``model`` (a checkpoint directory or hub id) on this machine."""
-    config = read_config(model)
+    config = read_checkpoint_config(model)
     lifted = lift_secrets(extra_args)
     if lifted.env:
         raise InvalidInput(

@@ -7,7 +7,7 @@ the user's own flags into a :class:`LaunchPlan`; :class:`VLLMServer` runs it, wa
 
 from ._cpu import CpuInfo, read_cpu_info
 from ._plan import LaunchPlan, plan_launch
-from ._server import SERVER_PYTHON_ENV, VLLMServer, read_config
+from ._server import SERVER_PYTHON_ENV, VLLMServer, read_checkpoint_config
 from ._vllm_args import VLLM_API_KEY_ENV
 
 __all__ = [
@@ -17,6 +17,6 @@ __all__ = [
     "LaunchPlan",
     "VLLMServer",
     "plan_launch",
-    "read_config",
+    "read_checkpoint_config",
     "read_cpu_info",
 ]

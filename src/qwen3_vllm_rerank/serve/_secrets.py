@@ -102,7 +102,7 @@ def lift_secrets(args: Sequence[str]) -> LiftedSecrets:
     cannot take out of the command line exactly as vLLM would read it.
     """
     original = list(args)
-    flags = UserFlags(original, read_config=_no_config)
+    flags = UserFlags(original, config_reader=_no_config)
     if flags.given("--api-key"):
         raise ServerStartError(
             "do not pass --api-key in the extra vLLM arguments: pass api_key=... (serve: --api-key or "
@@ -133,7 +133,7 @@ def lift_secrets(args: Sequence[str]) -> LiftedSecrets:
         values = flags.values(flag)
         if variable is not None and values:
             env[variable] = values[0]
-    left = UserFlags(kept, read_config=_no_config)
+    left = UserFlags(kept, config_reader=_no_config)
     if any(left.values(flag) for flag in SECRET_FLAGS) or _others(left) != _others(flags):
         raise ServerStartError(
             "a secret flag (" + ", ".join(SECRET_FLAGS) + ") is written in a way this launcher cannot take "

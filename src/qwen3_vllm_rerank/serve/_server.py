@@ -48,18 +48,15 @@ from ._secrets import lift_secrets
 from ._self_check import check_image_scores, check_text_scores
 from ._vllm_args import VLLM_API_KEY_ENV, UserFlags, redact_command
 
-__all__ = ["SERVER_PYTHON_ENV", "VLLMServer", "read_config"]
+__all__ = ["SERVER_PYTHON_ENV", "VLLMServer", "read_checkpoint_config"]
 
 #: The interpreter with vLLM installed, when ``python=`` is not given.
 SERVER_PYTHON_ENV = "QWEN3_VLLM_RERANK_SERVER_PYTHON"
 
-#: The variable vLLM reads its API key from when ``--api-key`` is not given (vLLM 0.27 and 0.32 both;
-#: the flag takes precedence). The key goes there: a command line is readable by every local user.
-
 logger = logging.getLogger("qwen3_vllm_rerank.server")
 
 
-def read_config(model: str | Path) -> dict[str, Any]:
+def read_checkpoint_config(model: str | Path) -> dict[str, Any]:
     """``config.json`` of a local checkpoint directory, or of a hub id (downloaded); a path that is
     no directory, or a hub id that cannot be read, is :class:`ServerStartError` saying so in one line."""
     local = Path(model)
@@ -255,7 +252,9 @@ class VLLMServer:
         """The full command line (plans the launch if not done yet). It holds no secret: the API key
         and ``--hf-token``'s value go to the server's environment (:meth:`environment`)."""
         if self.plan is None:
-            config = read_config(self.model)  # a bad checkpoint is named before the interpreter is run
+            config = read_checkpoint_config(
+                self.model
+            )  # a bad checkpoint is named before the interpreter is run
             install = self.probe()
             self.plan = plan_launch(
                 config,
@@ -404,7 +403,7 @@ class VLLMServer:
         if self._process is not None:
             self._require_own_port()
         if self.plan is None:
-            family = identify_checkpoint(read_config(self.model)).family
+            family = identify_checkpoint(read_checkpoint_config(self.model)).family
             raw = UserFlags(self.extra_args).given("--chat-template")
         else:
             family, raw = self.plan.family, self.plan.chat_template is not None

@@ -31,7 +31,7 @@ __all__ = [
     "OptionToken",
     "UserFlags",
     "human_int",
-    "read_config_file",
+    "read_vllm_config_file",
     "redact_command",
     "token_option",
 ]
@@ -159,7 +159,7 @@ def _merge(original: dict[str, Any], update: dict[str, Any]) -> None:
             original[key] = value
 
 
-def read_config_file(path: str) -> list[str]:
+def read_vllm_config_file(path: str) -> list[str]:
     """The flags of a ``--config`` YAML file, as vLLM's ``load_config_file`` turns them into arguments.
 
     Needs PyYAML (vLLM's own dependency); without it, the file cannot be checked and is refused.
@@ -267,7 +267,7 @@ class UserFlags:
 
     Args:
         args: the arguments, as they will follow the plan's own on vLLM's command line.
-        read_config: turns a ``--config`` file name into its flags (:func:`read_config_file`).
+        config_reader: turns a ``--config`` file name into its flags (:func:`read_vllm_config_file`).
 
     Every option is known by its canonical name (``--max-model-len`` for ``--max_model_len``,
     ``--max-model=2048`` or ``--max-model-len 2K``; ``--data-parallel-size`` for ``-dp``; the
@@ -277,12 +277,12 @@ class UserFlags:
     """
 
     def __init__(
-        self, args: Sequence[str], *, read_config: Callable[[str], list[str]] = read_config_file
+        self, args: Sequence[str], *, config_reader: Callable[[str], list[str]] = read_vllm_config_file
     ) -> None:
         self.args = list(args)
         if "--" in self.args:
             raise ServerStartError("do not pass `--` in the extra vLLM arguments: vLLM reads no positionals")
-        pulled, self.config_file = _pull_config(self.args, read_config)
+        pulled, self.config_file = _pull_config(self.args, config_reader)
         self._given: list[tuple[str, Value]] = []
         tokens = _gather_dotted(_dashed(pulled))
         options = [_resolve(token) for token in tokens]
