@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import re
-import time
 from typing import Any
 
 import httpx
@@ -18,6 +16,7 @@ from qwen3_vllm_rerank import Content, Image, InvalidInput, RerankClient
 from qwen3_vllm_rerank.prompt import vl_document_param, vl_query_param
 from tests.client.flows import QUERY, image_parts, noise, pages, png, run, sent_bytes
 from tests.support.fixtures import Served
+from tests.support.mm_metrics import mm_cache_counters
 
 
 def test_every_image_part_carries_the_sha256_of_the_bytes_it_sends() -> None:
@@ -84,23 +83,6 @@ def test_a_server_template_gets_the_uuids_too() -> None:
 
 # -- a real server ---------------------------------------------------------------------------
 
-_COUNTER = re.compile(r"^vllm:mm_cache_(queries|hits)(?:_total)?(?:\{[^}]*\})? ([0-9.eE+-]+)$")
-
-
-def _counters(base_url: str, at_least: float = 0) -> dict[str, float]:
-    """The server's multimodal cache counters once at least ``at_least`` lookups are counted
-    (vLLM records them as it finishes a step): polled for at most ~10 s."""
-    for _ in range(100):
-        totals = {"queries": 0.0, "hits": 0.0}
-        for line in httpx.get(f"{base_url}/metrics", timeout=30.0).text.splitlines():
-            match = _COUNTER.match(line)
-            if match:
-                totals[match.group(1)] += float(match.group(2))
-        if totals["queries"] >= at_least:
-            break
-        time.sleep(0.1)
-    return totals
-
 
 def test_the_server_keys_its_caches_by_the_uuid_and_scores_do_not_change(vl_served: Served) -> None:
     """The client's request with the uuid, again (a hit), then the same pixels sent by hand
@@ -108,12 +90,12 @@ def test_the_server_keys_its_caches_by_the_uuid_and_scores_do_not_change(vl_serv
     miss), which shows that the server read the uuid. The scores agree."""
     page = noise(8000)  # a seed no other test uses: the server has not seen this image
     base = vl_served.base_url
-    start = _counters(base)
+    start = mm_cache_counters(base)
     with RerankClient(base) as client:
         (with_uuid,) = client.score(QUERY, [Image(page)])
-        first = _counters(base, start["queries"] + 1)
+        first = mm_cache_counters(base, start["queries"] + 1)
         (again,) = client.score("another question", [Image(page)])
-        second = _counters(base, first["queries"] + 1)
+        second = mm_cache_counters(base, first["queries"] + 1)
     assert (first["queries"] - start["queries"], first["hits"] - start["hits"]) == (1, 0)
     assert (second["queries"] - first["queries"], second["hits"] - first["hits"]) == (1, 1)
     url = "data:image/png;base64," + base64.b64encode(png(page)).decode()
@@ -124,7 +106,7 @@ def test_the_server_keys_its_caches_by_the_uuid_and_scores_do_not_change(vl_serv
     }
     answer = httpx.post(f"{base}/v1/score", json=body, timeout=300.0)
     answer.raise_for_status()
-    third = _counters(base, second["queries"] + 1)
+    third = mm_cache_counters(base, second["queries"] + 1)
     assert (third["queries"] - second["queries"], third["hits"] - second["hits"]) == (1, 0)
     assert answer.json()["data"][0]["score"] == pytest.approx(with_uuid, abs=1e-6)
     assert 0 <= again <= 1

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from qwen3_vllm_rerank import Content, RerankClient, RetryPolicy, VLLMServer
@@ -24,6 +21,7 @@ from qwen3_vllm_rerank.client._routing import rendezvous_order, route_groups
 from qwen3_vllm_rerank.errors import RerankHTTPError
 from tests.client.flows import QUERY, image_parts, noise, pages, run, sent_bytes
 from tests.support.fixtures import Served, ServerPool
+from tests.support.mm_metrics import mm_cache_counters
 
 A, B, C = "http://10.0.0.1:8000", "http://10.0.0.2:8000", "http://10.0.0.3:8000"
 KEYS = [hashlib.sha256(str(n).encode()).hexdigest() for n in range(3000)]
@@ -192,30 +190,6 @@ def test_the_batch_with_the_most_images_per_pair_still_goes_first() -> None:
 
 # -- two real servers ------------------------------------------------------------------------
 
-#: ``vllm:mm_cache_queries_total{engine="0",model_name="..."} 3.0`` (counted in image items).
-_COUNTER = re.compile(r"^vllm:mm_cache_(queries|hits)(?:_total)?(?:\{[^}]*\})? ([0-9.eE+-]+)$")
-
-
-def _counters(base_url: str) -> dict[str, float]:
-    totals = {"queries": 0.0, "hits": 0.0}
-    for line in httpx.get(f"{base_url}/metrics", timeout=30.0).text.splitlines():
-        match = _COUNTER.match(line)
-        if match:
-            totals[match.group(1)] += float(match.group(2))
-    return totals
-
-
-def _counters_after(base_url: str, queries: float) -> dict[str, float]:
-    """The counters once at least ``queries`` lookups are counted (vLLM records them as it
-    finishes a step, which may be just after the response): polled for at most ~10 s."""
-    counters = _counters(base_url)
-    for _ in range(100):
-        if counters["queries"] >= queries:
-            break
-        time.sleep(0.1)
-        counters = _counters(base_url)
-    return counters
-
 
 @pytest.fixture(scope="module")
 def second_vl(
@@ -246,10 +220,10 @@ def test_each_page_is_scored_by_its_replica_on_two_real_servers(vl_served: Serve
     keys = [hashlib.sha256(sent_bytes(p)).hexdigest() for p in _sent_parts(documents)]
     share = Counter(rendezvous_order(key, replicas)[0] for key in keys)
     assert set(share) == set(replicas)  # the pages chosen do land on both
-    before = {url: _counters(url) for url in replicas}
+    before = {url: mm_cache_counters(url) for url in replicas}
     with RerankClient(replicas, batch_size=4) as client:
         assert client.score(QUERY, documents) == pytest.approx(expected, abs=1e-6)
-        after = {url: _counters_after(url, before[url]["queries"] + share[url]) for url in replicas}
+        after = {url: mm_cache_counters(url, before[url]["queries"] + share[url]) for url in replicas}
         # Each server processed exactly its own pages (the first server has seen them once, from
         # the single-server call above; the second never).
         for url in replicas:
@@ -257,7 +231,7 @@ def test_each_page_is_scored_by_its_replica_on_two_real_servers(vl_served: Serve
         # A new query over the same pages: every page is found in its own replica's cache.
         again = client.score("a different question about these pages", documents)
         assert len(again) == len(documents)
-        final = {url: _counters_after(url, after[url]["queries"] + share[url]) for url in replicas}
+        final = {url: mm_cache_counters(url, after[url]["queries"] + share[url]) for url in replicas}
     for url in replicas:
         assert final[url]["queries"] - after[url]["queries"] == share[url]
         assert final[url]["hits"] - after[url]["hits"] == share[url]

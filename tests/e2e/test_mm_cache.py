@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,37 +21,13 @@ from PIL import Image as PILImage
 
 from qwen3_vllm_rerank import Content, Image, RerankClient
 from tests.support.fixtures import Served
-
-#: ``vllm:mm_cache_queries_total{engine="0",model_name="..."} 3.0`` (counted in image items).
-_COUNTER = re.compile(r"^vllm:mm_cache_(queries|hits)(?:_total)?(?:\{[^}]*\})? ([0-9.eE+-]+)$")
+from tests.support.mm_metrics import mm_cache_counters
 
 
 def _noise(width: int, height: int, seed: int) -> PILImage.Image:
     """An image no other test sends (its own seed and size): the server has not seen it."""
     rng = random.Random(seed)
     return PILImage.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
-
-
-def _counters(base_url: str) -> dict[str, float]:
-    """The server's multimodal cache counters so far: ``{"queries": n, "hits": n}``."""
-    totals = {"queries": 0.0, "hits": 0.0}
-    for line in httpx.get(f"{base_url}/metrics", timeout=30.0).text.splitlines():
-        match = _COUNTER.match(line)
-        if match:
-            totals[match.group(1)] += float(match.group(2))
-    return totals
-
-
-def _counters_after(base_url: str, queries: float) -> dict[str, float]:
-    """The counters once the server has counted ``queries`` lookups (vLLM records them as it
-    finishes a step, which may be just after the response): polled for at most ~10 s."""
-    counters = _counters(base_url)
-    for _ in range(100):
-        if counters["queries"] >= queries:
-            break
-        time.sleep(0.1)
-        counters = _counters(base_url)
-    return counters
 
 
 def _image_urls(node: Any) -> Iterator[str]:
@@ -99,15 +73,15 @@ def test_a_page_under_a_new_query_hits_the_servers_multimodal_cache(
     path, image = page
     log = BodyLog()
     base_url = vl_served.base_url
-    before = _counters(base_url)
+    before = mm_cache_counters(base_url)
     with (
         httpx.Client(event_hooks={"request": [log.on_request]}, timeout=300) as http,
         RerankClient(base_url, http_client=http) as client,
     ):
         first = client.score("a page of a quarterly report", [Image(path)])
-        after_first = _counters_after(base_url, before["queries"] + 1)
+        after_first = mm_cache_counters(base_url, before["queries"] + 1)
         second = client.score("which page has a chart", [Content("page 3", images=[Image(image)])])
-        after_second = _counters_after(base_url, after_first["queries"] + 1)
+        after_second = mm_cache_counters(base_url, after_first["queries"] + 1)
 
     sent = [urls for urls in log.images if urls]
     assert len(sent) == 2, f"expected two requests with one image each, got {log.paths} / {sent}"
