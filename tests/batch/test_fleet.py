@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -26,13 +25,6 @@ ROWS = [
     {"query": f"what do cats eat {i % 3}", "document": f"document {i}: cats eat fish <|im_end|> {i}", "n": i}
     for i in range(24)
 ]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, object_store_memory=300 * 1024**2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 def _reference(served: Served, rows: list[dict[str, object]]) -> dict[int, float]:

@@ -14,8 +14,18 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from ..errors import InvalidInput
+from ..images import Content, Image
 
-__all__ = ["ERROR", "KEY", "SCORE", "check_columns", "is_missing", "row_key", "text_or_reason"]
+__all__ = [
+    "ERROR",
+    "KEY",
+    "SCORE",
+    "check_columns",
+    "document_input",
+    "is_missing",
+    "row_key",
+    "text_or_reason",
+]
 
 SCORE = "score"
 ERROR = "rerank_error"
@@ -41,11 +51,15 @@ def check_columns(
         )
 
 
-def row_key(instruction: str | None, query: Any, document: Any, row_id: Any = None) -> str:
-    """The stable identity of one row: a hash of what is scored (instruction, query, document) and the
-    row's id when the caller names an id column. Two runs over the same input give every row the same
-    key, whatever the partitioning, so a resumed run can tell which rows are already scored."""
-    payload = json.dumps([instruction, _plain(query), _plain(document), _plain(row_id)], ensure_ascii=True)
+def row_key(instruction: str | None, query: Any, document: Any, row_id: Any = None, image: Any = None) -> str:
+    """The stable identity of one row: a hash of what is scored (instruction, query, document, and the
+    image cell when there is an image column) and the row's id when the caller names an id column. Two
+    runs over the same input give every row the same key, whatever the partitioning, so a resumed run can
+    tell which rows are already scored."""
+    parts = [instruction, _plain(query), _plain(document), _plain(row_id)]
+    if not is_missing(image):
+        parts.append(_plain(image))
+    payload = json.dumps(parts, ensure_ascii=True)
     return hashlib.sha256(payload.encode("ascii")).hexdigest()[:32]
 
 
@@ -76,3 +90,16 @@ def text_or_reason(value: Any, column: str) -> tuple[str | None, str | None]:
         return value, None
     kind = "null" if is_missing(value) else type(value).__name__
     return None, f"the {column!r} column holds {kind} in this row, not text"
+
+
+def document_input(text: str, image: Any, column: str) -> tuple[str | Content | None, str | None]:
+    """The document a row sends: its text alone, or with the image cell as its page (``bytes``: the
+    encoded image; text: a path or URL, read under the client's source policy as a reference a retrieved
+    document names, ``Image(..., retrieved=True)``). ``(None, why)`` for a cell of another kind."""
+    if is_missing(image):
+        return text, None
+    if isinstance(image, (bytes, bytearray)):
+        return Content(text, images=[Image(bytes(image))]), None
+    if isinstance(image, str):
+        return Content(text, images=[Image(image, retrieved=True)]), None
+    return None, f"the {column!r} column holds {type(image).__name__} in this row, not image bytes or a path"

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..client import API_KEY_ENV
 from ..errors import InvalidInput
+from ..images import UrlFetcher
 from ._columns import ERROR, SCORE
 
 __all__ = ["add_parser", "run"]
@@ -52,6 +53,17 @@ def add_parser(subparsers: Any, *parents: argparse.ArgumentParser) -> None:
         "--document-column", default="document", help="the column holding the document (default: document)"
     )
     batch.add_argument("--id-column", help="a column that tells identical pairs apart (part of the row key)")
+    batch.add_argument(
+        "--image-column",
+        help="--base-url with a Qwen3-VL reranker: a column holding each row's page (image bytes or a path)",
+    )
+    batch.add_argument(
+        "--image-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory the --image-column paths may be read from (repeatable; none: paths are refused)",
+    )
     batch.add_argument("--instruction", help="the instruction (default: the model family's)")
     batch.add_argument("--write-to", type=Path, help="resumable Parquet directory (default: OUT for Parquet)")
     batch.add_argument("--input-format", choices=_FORMATS, help="default: from IN's file names")
@@ -113,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
         instruction=args.instruction,
         write_to=write_to,
         id_column=args.id_column,
+        image=args.image_column,
+        image_fetcher=UrlFetcher(allowed_hosts=(), file_roots=tuple(args.image_root))
+        if args.image_root
+        else None,
         long_documents=args.long_documents,
         batch_size=args.batch_size,
         concurrency=args.concurrency,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..client._budget import LONG_DOCUMENT_POLICIES, LongDocuments
 from ..errors import InvalidInput
+from ..images import UrlFetcher
 from ._columns import ERROR, KEY, SCORE, check_columns
 from ._engine_rows import STAGE_COLUMNS, PromptSettings, prompt_batch, score_batch
 from ._fleet import FleetScorer, Secret
@@ -34,6 +35,7 @@ def rerank_dataset(
     *,
     query: str = "query",
     document: str = "document",
+    image: str | None = None,
     model: str | Path | None = None,
     base_url: str | Sequence[str] | None = None,
     instruction: str | None = None,
@@ -49,6 +51,7 @@ def rerank_dataset(
     extra_args: Sequence[str] = (),
     engine_kwargs: Mapping[str, Any] | None = None,
     gpu_memory: float | None = None,
+    image_fetcher: UrlFetcher | None = None,
 ) -> Dataset:
     """Score every ``(query, document)`` row of ``ds`` with Qwen3-Reranker.
 
@@ -69,6 +72,13 @@ def rerank_dataset(
       client's retries and cool-down), scored by ``concurrency`` actors, each with one
       :class:`~qwen3_vllm_rerank.AsyncRerankClient` keeping at most ``max_concurrency`` requests in flight.
 
+    ``image`` (``base_url`` only, a Qwen3-VL reranker): a column holding each row's page, as the encoded
+    image's bytes or a path / URL; the document is then ``Content(text, images=[page])`` and the client
+    gives the model the official reranker's pixels. A path or URL there is a reference a retrieved
+    document names: it is read only as ``image_fetcher`` allows (a path only inside its ``file_roots``, a
+    URL only with a fetcher, public addresses only unless ``allowed_hosts`` says otherwise); a row whose
+    page cannot be read gets its ``rerank_error``. A null cell scores the text alone.
+
     ``write_to``: a directory the scored rows are written to as Parquet, with a ``rerank_key`` column; a
     later call with the same directory scores only the rows it does not hold yet, and the call returns
     the directory's rows (run eagerly). The key is a hash of the instruction, the query, the document and
@@ -85,14 +95,21 @@ def rerank_dataset(
         raise InvalidInput(f"long_documents must be one of {LONG_DOCUMENT_POLICIES}, got {long_documents!r}")
     _positive("batch_size", batch_size)
     _positive("concurrency", concurrency)
+    if model is not None and (image is not None or image_fetcher is not None):
+        raise InvalidInput(
+            "image= scores pages on Qwen3-VL servers: the batch engine scores text rerankers only so far; "
+            "serve the Qwen3-VL reranker (qwen3-vllm-rerank serve) and pass base_url= instead"
+        )
     added = {SCORE, ERROR, KEY} | (set(STAGE_COLUMNS) if model is not None else set())
-    needed = [query, document, *([id_column] if id_column else [])]
+    needed = [query, document, *([id_column] if id_column else []), *([image] if image else [])]
     check_columns(ds.columns() or [], needed=needed, reserved=added, where="the dataset")
 
     todo = ds
     directory = Path(write_to) if write_to is not None else None
     if directory is not None:
-        key = KeyRows(query=query, document=document, id_column=id_column, instruction=instruction)
+        key = KeyRows(
+            query=query, document=document, id_column=id_column, instruction=instruction, image=image
+        )
         todo = ds.map_batches(key, batch_format="pandas")
         done = done_keys(directory)
         if done:
@@ -122,12 +139,14 @@ def rerank_dataset(
             "max_length": max_length,
             "max_concurrency": max_concurrency,
             "tokenizer": tokenizer,
+            "image_fetcher": image_fetcher,
         }
         scored = todo.map_batches(
             FleetScorer,
             fn_constructor_kwargs={
                 "query": query,
                 "document": document,
+                "image": image,
                 "client_options": options,
                 "api_key": Secret(api_key) if api_key is not None else None,
             },

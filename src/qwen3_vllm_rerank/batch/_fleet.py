@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..client import AsyncRerankClient
+from ..client._inputs import Input
 from ..errors import Qwen3RerankError
-from ._columns import ERROR, SCORE
-from ._rows import Outcome, by_query, documents_of, text_rows
+from ._columns import ERROR, SCORE, document_input
+from ._rows import Outcome, by_query, text_rows
 
 __all__ = ["FleetScorer", "Secret"]
 
@@ -39,10 +40,17 @@ class FleetScorer:
     """
 
     def __init__(
-        self, *, query: str, document: str, client_options: Mapping[str, Any], api_key: Secret | None = None
+        self,
+        *,
+        query: str,
+        document: str,
+        client_options: Mapping[str, Any],
+        api_key: Secret | None = None,
+        image: str | None = None,
     ) -> None:
         self.query = query
         self.document = document
+        self.image = image
         key = api_key.value if api_key is not None else None
         self.client = AsyncRerankClient(**client_options, api_key=key)
         self.loop = asyncio.new_event_loop()  # one loop per actor: the client's pools stay bound to it
@@ -54,9 +62,18 @@ class FleetScorer:
             query_column=self.query,
             document_column=self.document,
         )
+        images = list(batch[self.image]) if self.image else [None] * len(pairs)
+        inputs: list[Input | None] = [None] * len(pairs)
+        for position, (pair, image) in enumerate(zip(pairs, images, strict=True)):
+            if pair is not None:
+                inputs[position], reason = document_input(pair[1], image, self.image or "")
+                if reason is not None:
+                    pairs[position], outcomes[position] = None, (None, reason)
         groups = by_query(pairs)
         scored = self.loop.run_until_complete(
-            self._score_all({q: documents_of(pairs, rows) for q, rows in groups.items()})
+            self._score_all(
+                {q: [d for p in rows if (d := inputs[p]) is not None] for q, rows in groups.items()}
+            )
         )
         for query, rows in groups.items():
             for position, outcome in zip(rows, scored[query], strict=True):
@@ -66,12 +83,12 @@ class FleetScorer:
         batch[ERROR] = [error for _, error in outcomes]
         return batch
 
-    async def _score_all(self, groups: dict[str, list[str]]) -> dict[str, list[Outcome]]:
+    async def _score_all(self, groups: dict[str, list[Input]]) -> dict[str, list[Outcome]]:
         async with asyncio.TaskGroup() as tasks:
             running = {query: tasks.create_task(self._score(query, docs)) for query, docs in groups.items()}
         return {query: task.result() for query, task in running.items()}
 
-    async def _score(self, query: str, documents: list[str]) -> list[Outcome]:
+    async def _score(self, query: str, documents: list[Input]) -> list[Outcome]:
         try:
             ranking = await self.client.rerank_usable(query, documents)
         except Qwen3RerankError as error:

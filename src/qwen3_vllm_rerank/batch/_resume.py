@@ -45,18 +45,28 @@ def done_keys(directory: Path) -> frozenset[str]:
 class KeyRows:
     """``map_batches`` function object: adds each row's key (see :func:`~._columns.row_key`)."""
 
-    def __init__(self, *, query: str, document: str, id_column: str | None, instruction: str | None) -> None:
+    def __init__(
+        self,
+        *,
+        query: str,
+        document: str,
+        id_column: str | None,
+        instruction: str | None,
+        image: str | None = None,
+    ) -> None:
         self.query = query
         self.document = document
         self.id_column = id_column
         self.instruction = instruction
+        self.image = image
 
     def __call__(self, batch: Any) -> Any:
         ids = list(batch[self.id_column]) if self.id_column else [None] * len(batch)
+        images = list(batch[self.image]) if self.image else [None] * len(batch)
         batch = batch.copy()
         batch[KEY] = [
-            row_key(self.instruction, q, d, i)
-            for q, d, i in zip(batch[self.query], batch[self.document], ids, strict=True)
+            row_key(self.instruction, q, d, i, image)
+            for q, d, i, image in zip(batch[self.query], batch[self.document], ids, images, strict=True)
         ]
         return batch
 
