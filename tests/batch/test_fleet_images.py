@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray
 
@@ -30,17 +31,23 @@ def test_pages_as_bytes_or_paths_score_like_the_client_and_a_path_outside_the_ro
         paths.append(str(path))
     outside = tmp_path / "secret.png"
     outside.write_bytes(pages[3])
-    rows = [
+    # A column holds one type (Arrow's): paths in one dataset, bytes in another.
+    path_rows = [
         {"query": QUERY, "document": "page zero", "page": paths[0], "n": 0},
         {"query": QUERY, "document": "page one", "page": paths[1], "n": 1},
-        {"query": QUERY, "document": "page two", "page": pages[2], "n": 2},
         {"query": QUERY, "document": "text alone", "page": None, "n": 3},
         {"query": QUERY, "document": "outside the roots", "page": str(outside), "n": 4},
     ]
+    byte_rows = [{"query": QUERY, "document": "page two", "page": pages[2], "n": 2}]
     fetcher = UrlFetcher(allowed_hosts=(), file_roots=(str(roots),))
-    out = rerank_dataset(
-        ray.data.from_items(rows), image="page", base_url=vl_served.base_url, image_fetcher=fetcher
-    ).to_pandas()
+    out = pd.concat(
+        [
+            rerank_dataset(
+                ray.data.from_items(rows), image="page", base_url=vl_served.base_url, image_fetcher=fetcher
+            ).to_pandas()[["n", "score", "rerank_error"]]
+            for rows in (path_rows, byte_rows)
+        ]
+    )
     out = out.set_index("n").sort_index()
     assert list(out.index) == [0, 1, 2, 3, 4]
 

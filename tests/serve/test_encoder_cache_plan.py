@@ -171,3 +171,18 @@ def test_the_server_imports_the_plans_manager_before_the_users_path(monkeypatch:
     assert VLLMServer("unused-model").environment(plan)["PYTHONPATH"] == str(ENCODER_CACHE_PATH)
     text = plan_launch(PUBLISHED_CONFIGS["8B"], cpu=True, cpu_info=_CPU)
     assert "PYTHONPATH" not in VLLMServer("unused-model").environment(text)
+
+
+def test_a_vllm_without_the_cache_manager_flag_gets_vllms_sizing_and_refuses_a_size() -> None:
+    """vLLM 0.27's command line has no ``--ec-manager-config``: the plan passes none, says the cache is
+    vLLM's, and refuses an ``image_cache_pages`` it could not honour."""
+    from qwen3_vllm_rerank.errors import ServerStartError
+    from qwen3_vllm_rerank.serve._install import VllmInstall, takes_ec_manager_flag
+
+    assert not takes_ec_manager_flag(VllmInstall("0.27.0+cpu", cpu=True))
+    assert takes_ec_manager_flag(VllmInstall("0.32.0", cpu=False))
+    plan = plan_launch(PUBLISHED_CONFIGS["VL-2B"], cpu=False, cache_manager=False)
+    assert "--ec-manager-config" not in plan.args
+    assert "this vLLM has no --ec-manager-config" in plan.describe()
+    with pytest.raises(ServerStartError, match="image_cache_pages=0"):
+        plan_launch(PUBLISHED_CONFIGS["VL-2B"], cpu=False, cache_manager=False, image_cache_pages=8)

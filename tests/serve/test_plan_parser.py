@@ -32,8 +32,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _plans() -> list[tuple[str, list[str], int | None, str | None, str | None]]:
-    """(name, full argument list, max_model_len, KV bytes flag, utilization flag) per shape and variant."""
+def _plans(cache_manager: bool = True) -> list[tuple[str, list[str], int | None, str | None, str | None]]:
+    """(name, full argument list, max_model_len, KV bytes flag, utilization flag) per shape and variant,
+    for a vLLM that takes ``--ec-manager-config`` (``cache_manager``) or not."""
     plans = []
     for shape, config in sorted(PUBLISHED_CONFIGS.items()):
         for variant, options in VARIANTS.items():
@@ -41,10 +42,10 @@ def _plans() -> list[tuple[str, list[str], int | None, str | None, str | None]]:
                 continue  # the 0.6B is the one a 5.2 GiB cap shortens; bigger ones it refuses
             extra = options.get("extra_args", [])
             if options.get("gpu_memory", 0) < 0:
-                full = plan_launch(config, cpu=False)
+                full = plan_launch(config, cpu=False, cache_manager=cache_manager)
                 (note,) = [n for n in full.notes if n.startswith("GPU memory ")]
                 options = {"gpu_memory": float(note.split()[2]) + options["gpu_memory"]}
-            plan = plan_launch(config, cpu=False, **options)
+            plan = plan_launch(config, cpu=False, cache_manager=cache_manager, **options)
             args = ["--model", "m", *plan.args, *extra]
             kv = (
                 plan.args[plan.args.index("--kv-cache-memory-bytes") + 1]
@@ -61,17 +62,19 @@ def _plans() -> list[tuple[str, list[str], int | None, str | None, str | None]]:
 
 
 @pytest.fixture(params=["newest", "oldest"])
-def vllm_python(request: pytest.FixtureRequest, server_python: str) -> str:
-    return (
-        server_python if request.param == "newest" else str(request.getfixturevalue("oldest_server_python"))
-    )
+def vllm_python(request: pytest.FixtureRequest, server_python: str) -> tuple[str, bool]:
+    """The interpreter, and whether its vLLM takes ``--ec-manager-config`` (0.32 does, 0.27 does not)."""
+    if request.param == "newest":
+        return server_python, True
+    return str(request.getfixturevalue("oldest_server_python")), False
 
 
-def test_vllms_parser_accepts_every_gpu_plan(vllm_python: str) -> None:
-    plans = _plans()
+def test_vllms_parser_accepts_every_gpu_plan(vllm_python: tuple[str, bool]) -> None:
+    python, cache_manager = vllm_python
+    plans = _plans(cache_manager)
     assert len(plans) > 30
     run = subprocess.run(
-        [vllm_python, "-c", PARSE],
+        [python, "-c", PARSE],
         input=json.dumps([args for _, args, _, _, _ in plans]),
         capture_output=True,
         text=True,

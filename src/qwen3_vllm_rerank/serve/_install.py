@@ -103,6 +103,17 @@ def entry_command(python: str, install: VllmInstall, model: str) -> list[str]:
     return [python, "-m", API_SERVER_MODULE, "--model", model]
 
 
+#: The oldest tested vLLM whose server takes ``--ec-manager-config`` (read in 0.32's ``arg_utils``; 0.27's
+#: scheduler builds a configured manager, but its command line has no such flag).
+EC_MANAGER_FLAG_SINCE = (0, 32)
+
+
+def takes_ec_manager_flag(install: VllmInstall) -> bool:
+    """Whether ``install``'s server reads ``--ec-manager-config`` (an unreadable version: assumed so)."""
+    release = _release(install.version)
+    return release is None or release >= EC_MANAGER_FLAG_SINCE
+
+
 def _supported() -> str:
     return f"{OLDEST_TESTED[0]}.{OLDEST_TESTED[1]} to {NEWEST_TESTED[0]}.{NEWEST_TESTED[1]}"
 

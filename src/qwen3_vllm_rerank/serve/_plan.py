@@ -243,6 +243,7 @@ def plan_launch(
     weights_bytes: int | None = None,
     allow_server_media: bool = False,
     image_cache_pages: int | None = None,
+    cache_manager: bool = True,
 ) -> LaunchPlan:
     """Choose vLLM's flags for ``config`` (pure: no process, no file).
 
@@ -258,6 +259,10 @@ def plan_launch(
     always win, except those it refuses: the flags it owns, secrets that cannot travel by environment
     (:func:`~._secrets.lift_secrets`), and :data:`SERVER_MEDIA_FLAGS` unless ``allow_server_media``
     (the server then fetches or reads what requests name: a warning says so).
+
+    ``cache_manager``: whether the server's vLLM takes ``--ec-manager-config`` (0.32 does, 0.27 does
+    not): without it a Qwen3-VL cache is left to vLLM's sizing, and an ``image_cache_pages`` above 0 is
+    refused.
 
     ``image_cache_pages`` (Qwen3-VL only): full-size pages vLLM's encoder cache holds
     (:func:`_size_image_cache`; None: :data:`DEFAULT_IMAGE_CACHE_PAGES`, fewer where memory is short;
@@ -314,10 +319,18 @@ def plan_launch(
     gpu_args: list[str] = []
     compute = dtype.dtype or stored or "bfloat16"
     cache = ImageCache.none()
-    if checkpoint.family == "vl":
+    if checkpoint.family == "vl" and cache_manager:
         cache = _size_image_cache(
             config, flags, image_cache_pages, compute, memory=_cpu_memory(cpu, cpu_info)
         )
+    elif checkpoint.family == "vl":
+        if image_cache_pages:
+            raise ServerStartError(
+                f"image_cache_pages={image_cache_pages}: this vLLM has no --ec-manager-config, through which "
+                "the plan sizes the encoder cache (vLLM 0.32 has it); pass image_cache_pages=0 (vLLM's own "
+                "sizing) or upgrade vLLM"
+            )
+        cache = ImageCache.sized(0, 0, shrinkable=False, why="this vLLM has no --ec-manager-config")
     if cpu:
         chosen_len, kv_env, kv_notes = _size_cpu_kv_cache(
             config, flags, env or {}, chosen_len, fixed_len=user_len is not None, dtype=dtype.dtype

@@ -40,7 +40,7 @@ import httpx
 
 from ..errors import ServerStartError
 from ._cpu import read_cpu_info
-from ._install import VllmInstall, check_vllm_version, entry_command, probe_install
+from ._install import VllmInstall, check_vllm_version, entry_command, probe_install, takes_ec_manager_flag
 from ._ownership import NOBODY, THEIRS, UNKNOWN, Owner, port_owner
 from ._plan import LaunchPlan, identify_checkpoint, plan_launch
 from ._process import spawn, stop_process_group
@@ -270,6 +270,7 @@ class VLLMServer:
                 weights_bytes=None if install.cpu else checkpoint_weight_bytes(self.model),
                 allow_server_media=self.allow_server_media,
                 image_cache_pages=self.image_cache_pages,
+                cache_manager=takes_ec_manager_flag(install),
             )
         if self.port is None:
             self.port = _free_port(self.host)
