@@ -38,10 +38,12 @@ LAYERS: dict[str, frozenset[str]] = {
     "__init__": BOTTOM | {"client", "images", "serve", "convert"},
     # The text fixture writes the Sentence Transformers files with the converter's own writer.
     "testing": (_EVERYTHING - {"adapters", "cli"}) | {"convert._sentence_transformers"},
-    # The batch engine prepares rows with the client's own pieces and plans engines with serve's.
+    # The batch engine prepares rows with the client's own pieces and plans engines with serve's; a
+    # row's page is an images.Image under the client's source policy.
     "batch": BOTTOM
     | {
         "client",
+        "images",
         "client._budget",
         "client._discovery",
         "client._flow",
